@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# The first interpreter that really runs and is 3.11 or 3.12 (pyenv shims may exist but fail).
+PYTHON ?= $(shell for c in python3.12 python3.11 python3; do \
+	$$c -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null && { command -v $$c; break; }; \
+	done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export AUTHZ_DATABASE_URL ?= sqlite:///var/authz.sqlite3
+
+.PHONY: run test install demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is needed (oso 0.27.3 has no wheels for others); set PYTHON=/path/to/python3.12"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: install, create the SQLite database, load the demo, print an API key, serve.
+run: $(STAMP)
+	$(BIN)/authz db upgrade
+	$(BIN)/authz demo
+	@echo "Admin API key (use it as 'Authorization: Bearer <key>'):"
+	@$(BIN)/authz keys create --role admin --name "demo-admin-$$(date +%s)" | tail -n 1
+	$(BIN)/authz serve
+
+## make test: install and run the whole suite (PostgreSQL too when AUTHZ_TEST_POSTGRES_URL is set).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,523 @@
+"""Persistence: the database handle, transactions, and every query the use cases run.
+
+A ``Database`` hands out ``Tx`` objects; a ``Tx`` commits when its ``with`` block
+ends normally and rolls back otherwise. Rows come back as records or policy facts
+(``authz.model``); nothing outside this module writes SQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Connection, create_engine, event, insert, literal, select, union_all, update
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from authz import model
+from authz.errors import StoreUnavailable
+from authz.tables import (
+    api_keys,
+    audit_log,
+    collaborators,
+    companies,
+    company_admins,
+    delegations,
+    firms,
+    grants,
+    metadata,
+    users,
+)
+
+DEFAULT_URL = "sqlite:///var/authz.sqlite3"
+
+
+def new_id() -> str:
+    """Return an opaque, unguessable identifier for a delegation or grant."""
+    return secrets.token_hex(12)
+
+
+def join_scope(scope: Iterable[str]) -> str:
+    return " ".join(sorted(set(scope)))
+
+
+def split_scope(stored: str) -> tuple[str, ...]:
+    return tuple(stored.split()) if stored else ()
+
+
+class Database:
+    """A connection pool for one database URL (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str | None = None, **engine_options):
+        url = url or DEFAULT_URL
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine_options.setdefault("connect_args", {"timeout": 30})
+        else:
+            engine_options.setdefault("pool_pre_ping", True)
+            engine_options.setdefault("pool_size", 5)
+            engine_options.setdefault("max_overflow", 5)
+            engine_options.setdefault("pool_timeout", 5)
+        self.engine: SAEngine = create_engine(url, **engine_options)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+
+    def create_schema(self) -> None:
+        """Create missing tables and indexes (idempotent)."""
+        metadata.create_all(self.engine)
+
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[Tx]:
+        """Yield a ``Tx``; commit if the block ends normally, roll back otherwise.
+
+        Database failures surface as ``StoreUnavailable`` so callers fail closed.
+        """
+        try:
+            with self.engine.connect() as conn:
+                if self.is_sqlite:
+                    conn = conn.execution_options(sqlite_immediate=write)
+                with conn.begin():
+                    yield Tx(conn, self.is_sqlite)
+        except OperationalError as exc:
+            raise StoreUnavailable("the database is unavailable") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable("the database connection was lost") from exc
+            raise
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except (OperationalError, DBAPIError):
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: SAEngine) -> None:
+    """Foreign keys on, WAL, and BEGIN IMMEDIATE for writes so writers queue, not fail."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _in_list(values: Iterable[str]) -> list[str]:
+    return sorted(set(values))
+
+
+class Tx:
+    """One transaction: reads and writes, all or nothing."""
+
+    def __init__(self, conn: Connection, is_sqlite: bool):
+        self.conn = conn
+        self.is_sqlite = is_sqlite
+
+    def _lock(self, stmt):
+        # SQLite serialises writers with BEGIN IMMEDIATE; PostgreSQL needs row locks.
+        return stmt if self.is_sqlite else stmt.with_for_update()
+
+    # ---- users -------------------------------------------------------------------
+
+    def ensure_user(self, email: str, now: datetime) -> None:
+        exists = self.conn.execute(select(users.c.email).where(users.c.email == email)).first()
+        if not exists:
+            self.conn.execute(insert(users).values(email=email, created_at=now))
+
+    # ---- policy facts --------------------------------------------------------------
+
+    def user_facts(self, email: str, now: float) -> model.User:
+        """Load everything the policy may ask about a user, in one indexed query."""
+        return self.users_facts([email], now)[email]
+
+    def users_facts(self, emails: Sequence[str], now: float) -> dict[str, model.User]:
+        emails = _in_list(emails)
+        roles: dict[str, dict[str, set[str]]] = {
+            email: {"admin": set(), "manager": set(), "collaborator": set()} for email in emails
+        }
+        if emails:
+            query = union_all(
+                select(company_admins.c.user_email, literal("admin"), company_admins.c.company_siret)
+                .where(company_admins.c.user_email.in_(emails)),
+                select(firms.c.manager_email, literal("manager"), firms.c.siret)
+                .where(firms.c.manager_email.in_(emails)),
+                select(collaborators.c.user_email, literal("collaborator"), collaborators.c.firm_siret)
+                .where(collaborators.c.user_email.in_(emails)),
+            )
+            for email, role, siret in self.conn.execute(query):
+                roles[email][role].add(siret)
+        return {
+            email: model.User(
+                email=email,
+                now=now,
+                admin_of=frozenset(found["admin"]),
+                manages=frozenset(found["manager"]),
+                collaborates=frozenset(found["collaborator"]),
+            )
+            for email, found in roles.items()
+        }
+
+    def company_facts(self, siret: str, user: model.User) -> model.Company:
+        """Load the links from ``siret`` that could reach ``user`` (two indexed queries)."""
+        firms_of_user = user.manages | user.collaborates
+        found = self.companies_facts(
+            [siret], firms=firms_of_user, collaborator=user.email
+        )
+        return found[siret]
+
+    def companies_facts(
+        self,
+        sirets: Sequence[str],
+        firms: Iterable[str] | None = None,
+        collaborator: str | None = None,
+        with_grants: bool = True,
+    ) -> dict[str, model.Company]:
+        """Load the delegations and grants of several companies.
+
+        ``firms`` restricts delegations to those firms (None: every firm);
+        ``collaborator`` restricts grants to one person (None: everyone);
+        ``with_grants=False`` skips grants (questions about the firm alone).
+        """
+        sirets = _in_list(sirets)
+        links: dict[str, tuple[list, list]] = {siret: ([], []) for siret in sirets}
+        if not sirets:
+            return {}
+        firm_list = None if firms is None else _in_list(firms)
+        if firm_list is None or firm_list:
+            query = select(delegations).where(delegations.c.company_siret.in_(sirets))
+            if firm_list is not None:
+                query = query.where(delegations.c.firm_siret.in_(firm_list))
+            else:
+                query = query.where(delegations.c.firm_siret.is_not(None))
+            for row in self.conn.execute(query):
+                links[row.company_siret][0].append(delegation_fact(row))
+        if with_grants:
+            query = select(grants).where(grants.c.company_siret.in_(sirets))
+            if collaborator is not None:
+                query = query.where(grants.c.collaborator_email == collaborator)
+            for row in self.conn.execute(query):
+                links[row.company_siret][1].append(grant_fact(row))
+        return {
+            siret: model.Company(siret=siret, delegations=tuple(dels), grants=tuple(grs))
+            for siret, (dels, grs) in links.items()
+        }
+
+    def companies_reaching(self, user: model.User) -> dict[str, model.Company]:
+        """Every company linked to ``user`` (as admin, manager or grantee), with its facts."""
+        candidates = set(user.admin_of)
+        if user.manages:
+            rows = self.conn.execute(
+                select(delegations.c.company_siret)
+                .where(delegations.c.firm_siret.in_(_in_list(user.manages)))
+                .distinct()
+            )
+            candidates.update(row[0] for row in rows)
+        grant_companies = {
+            row[0]
+            for row in self.conn.execute(
+                select(grants.c.company_siret).where(grants.c.collaborator_email == user.email).distinct()
+            )
+        }
+        candidates |= grant_companies
+        return self.companies_facts(
+            sorted(candidates), firms=user.manages | user.collaborates, collaborator=user.email
+        )
+
+    def users_reaching(self, siret: str) -> list[str]:
+        """Every user linked to company ``siret`` (admin, manager of a firm, grantee)."""
+        query = union_all(
+            select(company_admins.c.user_email).where(company_admins.c.company_siret == siret),
+            select(firms.c.manager_email)
+            .join(delegations, delegations.c.firm_siret == firms.c.siret)
+            .where(delegations.c.company_siret == siret),
+            select(grants.c.collaborator_email).where(grants.c.company_siret == siret),
+        )
+        return sorted({row[0] for row in self.conn.execute(query)})
+
+    def firm_fact(self, siret: str) -> model.Firm | None:
+        row = self.conn.execute(select(firms.c.siret, firms.c.manager_email).where(firms.c.siret == siret)).first()
+        return None if row is None else model.Firm(siret=row.siret, manager_email=row.manager_email)
+
+    # ---- companies and admins -------------------------------------------------------
+
+    def company_exists(self, siret: str, lock: bool = False) -> bool:
+        query = select(companies.c.siret).where(companies.c.siret == siret)
+        return self.conn.execute(self._lock(query) if lock else query).first() is not None
+
+    def insert_company(self, siret: str, name: str, now: datetime) -> None:
+        self.conn.execute(insert(companies).values(siret=siret, name=name, created_at=now))
+
+    def company(self, siret: str) -> model.CompanyRecord | None:
+        row = self.conn.execute(select(companies).where(companies.c.siret == siret)).first()
+        if row is None:
+            return None
+        return model.CompanyRecord(
+            siret=row.siret, name=row.name, admins=tuple(self.admins(siret)), created_at=row.created_at
+        )
+
+    def company_names(self, sirets: Iterable[str]) -> dict[str, str]:
+        rows = self.conn.execute(select(companies.c.siret, companies.c.name).where(companies.c.siret.in_(_in_list(sirets))))
+        return {row.siret: row.name for row in rows}
+
+    def admins(self, siret: str) -> list[str]:
+        rows = self.conn.execute(
+            select(company_admins.c.user_email)
+            .where(company_admins.c.company_siret == siret)
+            .order_by(company_admins.c.user_email)
+        )
+        return [row[0] for row in rows]
+
+    def add_admin(self, siret: str, email: str, now: datetime) -> bool:
+        self.ensure_user(email, now)
+        if email in self.admins(siret):
+            return False
+        self.conn.execute(insert(company_admins).values(company_siret=siret, user_email=email, created_at=now))
+        return True
+
+    def remove_admin(self, siret: str, email: str) -> None:
+        self.conn.execute(
+            sql_delete(company_admins).where(
+                company_admins.c.company_siret == siret, company_admins.c.user_email == email
+            )
+        )
+
+    # ---- delegations ------------------------------------------------------------------
+
+    def insert_delegation(self, **values) -> None:
+        self.conn.execute(insert(delegations).values(**values))
+
+    def delegation_row(self, delegation_id: str, lock: bool = False):
+        query = select(delegations).where(delegations.c.id == delegation_id)
+        return self.conn.execute(self._lock(query) if lock else query).first()
+
+    def delegation_by_token(self, token_hash: str, lock: bool = False):
+        query = select(delegations).where(delegations.c.token_hash == token_hash)
+        return self.conn.execute(self._lock(query) if lock else query).first()
+
+    def delegations_of_company(self, siret: str) -> list:
+        return list(
+            self.conn.execute(
+                select(delegations)
+                .where(delegations.c.company_siret == siret)
+                .order_by(delegations.c.created_at, delegations.c.id)
+            )
+        )
+
+    def pending_delegations_for(self, siret: str, manager_email: str) -> list:
+        return list(
+            self.conn.execute(
+                self._lock(
+                    select(delegations).where(
+                        delegations.c.company_siret == siret,
+                        delegations.c.manager_email == manager_email,
+                        delegations.c.status == model.LinkStatus.PENDING,
+                    )
+                )
+            )
+        )
+
+    def active_delegation(self, siret: str, firm_siret: str, lock: bool = False):
+        query = select(delegations).where(
+            delegations.c.company_siret == siret,
+            delegations.c.firm_siret == firm_siret,
+            delegations.c.status == model.LinkStatus.ACTIVE,
+        )
+        return self.conn.execute(self._lock(query) if lock else query).first()
+
+    def update_delegation(self, delegation_id: str, **values) -> None:
+        self.conn.execute(update(delegations).where(delegations.c.id == delegation_id).values(**values))
+
+    def delegations_of_firm(self, firm_siret: str) -> list:
+        return list(
+            self.conn.execute(
+                select(delegations, companies.c.name)
+                .join(companies, companies.c.siret == delegations.c.company_siret)
+                .where(
+                    delegations.c.firm_siret == firm_siret,
+                    delegations.c.status == model.LinkStatus.ACTIVE,
+                )
+                .order_by(delegations.c.company_siret)
+            )
+        )
+
+    # ---- firms and collaborators ----------------------------------------------------
+
+    def firm_row(self, siret: str, lock: bool = False):
+        query = select(firms).where(firms.c.siret == siret)
+        return self.conn.execute(self._lock(query) if lock else query).first()
+
+    def insert_firm(self, siret: str, name: str, manager_email: str, now: datetime) -> None:
+        self.conn.execute(insert(firms).values(siret=siret, name=name, manager_email=manager_email, created_at=now))
+
+    def collaborators(self, firm_siret: str) -> list:
+        return list(
+            self.conn.execute(
+                select(collaborators)
+                .where(collaborators.c.firm_siret == firm_siret)
+                .order_by(collaborators.c.user_email)
+            )
+        )
+
+    def is_collaborator(self, firm_siret: str, email: str) -> bool:
+        query = select(collaborators.c.user_email).where(
+            collaborators.c.firm_siret == firm_siret, collaborators.c.user_email == email
+        )
+        return self.conn.execute(query).first() is not None
+
+    def add_collaborator(self, firm_siret: str, email: str, now: datetime) -> None:
+        self.ensure_user(email, now)
+        self.conn.execute(insert(collaborators).values(firm_siret=firm_siret, user_email=email, created_at=now))
+
+    def remove_collaborator(self, firm_siret: str, email: str) -> None:
+        self.conn.execute(
+            sql_delete(collaborators).where(
+                collaborators.c.firm_siret == firm_siret, collaborators.c.user_email == email
+            )
+        )
+
+    # ---- grants -----------------------------------------------------------------------
+
+    def insert_grant(self, **values) -> None:
+        self.conn.execute(insert(grants).values(**values))
+
+    def grant_row(self, grant_id: str, lock: bool = False):
+        query = select(grants).where(grants.c.id == grant_id)
+        return self.conn.execute(self._lock(query) if lock else query).first()
+
+    def active_grant(self, firm_siret: str, email: str, siret: str):
+        return self.conn.execute(
+            select(grants).where(
+                grants.c.firm_siret == firm_siret,
+                grants.c.collaborator_email == email,
+                grants.c.company_siret == siret,
+                grants.c.status == model.LinkStatus.ACTIVE,
+            )
+        ).first()
+
+    def active_grants_of(self, firm_siret: str, email: str) -> list:
+        return list(
+            self.conn.execute(
+                self._lock(
+                    select(grants).where(
+                        grants.c.firm_siret == firm_siret,
+                        grants.c.collaborator_email == email,
+                        grants.c.status == model.LinkStatus.ACTIVE,
+                    )
+                )
+            )
+        )
+
+    def update_grant(self, grant_id: str, **values) -> None:
+        self.conn.execute(update(grants).where(grants.c.id == grant_id).values(**values))
+
+    # ---- API keys -----------------------------------------------------------------------
+
+    def insert_api_key(self, name: str, role: str, key_hash: str, now: datetime) -> None:
+        self.conn.execute(
+            insert(api_keys).values(id=new_id(), name=name, role=role, key_hash=key_hash, created_at=now)
+        )
+
+    def api_key_by_hash(self, key_hash: str) -> model.ApiKey | None:
+        row = self.conn.execute(
+            select(api_keys.c.name, api_keys.c.role).where(
+                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+            )
+        ).first()
+        return None if row is None else model.ApiKey(name=row.name, role=row.role)
+
+    def api_key_names(self) -> set[str]:
+        return {row[0] for row in self.conn.execute(select(api_keys.c.name))}
+
+    def revoke_api_key(self, name: str, now: datetime) -> bool:
+        result = self.conn.execute(
+            update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
+        )
+        return result.rowcount > 0
+
+    # ---- audit --------------------------------------------------------------------------
+
+    def append_audit(self, **values) -> None:
+        self.conn.execute(insert(audit_log).values(**values))
+
+    def audit(
+        self,
+        company: str | None,
+        user: str | None,
+        since: datetime | None,
+        after_id: int | None,
+        limit: int,
+    ) -> list[model.AuditRecord]:
+        query = select(audit_log).order_by(audit_log.c.id).limit(limit)
+        if company:
+            query = query.where(audit_log.c.company_siret == company)
+        if user:
+            query = query.where((audit_log.c.actor == user) | (audit_log.c.subject_email == user))
+        if since:
+            query = query.where(audit_log.c.at >= since)
+        if after_id is not None:
+            query = query.where(audit_log.c.id > after_id)
+        return [
+            model.AuditRecord(
+                id=row.id,
+                at=row.at,
+                actor=row.actor,
+                action=row.action,
+                company=row.company_siret,
+                firm=row.firm_siret,
+                subject=row.subject_email,
+                target=row.target_id,
+                details=row.details,
+                request_id=row.request_id,
+            )
+            for row in self.conn.execute(query)
+        ]
+
+
+# ---- row -> fact -----------------------------------------------------------------------
+
+
+def delegation_fact(row) -> model.Delegation:
+    return model.Delegation(
+        id=row.id,
+        company=row.company_siret,
+        manager_email=row.manager_email,
+        firm=row.firm_siret,
+        status=row.status,
+        scope=frozenset(split_scope(row.scope)),
+        ends_at=model.epoch(row.ends_at),
+    )
+
+
+def grant_fact(row) -> model.Grant:
+    return model.Grant(
+        id=row.id,
+        firm=row.firm_siret,
+        collaborator=row.collaborator_email,
+        company=row.company_siret,
+        status=row.status,
+        scope=frozenset(split_scope(row.scope)),
+        ends_at=model.epoch(row.ends_at),
+    )
+

@@ -1,0 +1,13 @@
+# The member company and its own admins.
+
+# Company admins hold every right on their company, delegable or not: delegating
+# never takes rights away from the company itself.
+holds_right(user: User, right: String, company: Company, "company_admin") if
+    right(right) and
+    company.siret in user.admin_of;
+
+# Admins manage their company's space: read it, manage its admins, designate
+# firms, list delegations, read its audit log.
+has_permission(user: User, action: String, company: Company) if
+    action in ["read", "manage_admins", "designate", "list_delegations", "read_audit"] and
+    company.siret in user.admin_of;
