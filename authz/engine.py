@@ -129,3 +129,20 @@ class Engine:
             return bool(self._oso.query_rule_once(rule, *args))
         except OsoError as exc:
             raise PolicyError(f"policy evaluation failed: {exc}") from exc
+
+
+class LoadedPolicy:
+    """The engine in service; a reload swaps the reference, never edits an engine in place."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.current = Engine(self.root)
+
+    def __call__(self) -> Engine:
+        return self.current
+
+    def reload(self) -> Engine:
+        """Build and load a new engine, then swap; on failure the running one stays."""
+        fresh = Engine(self.root)
+        self.current = fresh
+        return fresh

@@ -1,0 +1,66 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import Flask, g, request
+
+from authz.decisions import Decisions
+from authz.engine import LoadedPolicy
+from authz.store import Database
+from authz.tables import utcnow
+from authz.usecases import Management
+from service import authzen, config, errors, manage, ops
+
+REQUEST_ID_MAX = 200
+
+
+@dataclass
+class Services:
+    """Everything the routes need, kept in ``app.extensions["authz"]``."""
+
+    db: Database
+    policy: LoadedPolicy
+    management: Management
+    decisions: Decisions
+
+
+def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = utcnow) -> Flask:
+    """Build the app: settings from the environment, then ``overrides`` (tests)."""
+    app = Flask(__name__)
+    app.config.update(config.from_env())
+    app.config.update(overrides or {})
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+
+    db = Database(app.config["AUTHZ_DATABASE_URL"])
+    policy = LoadedPolicy(app.config["AUTHZ_POLICY_DIR"])
+    app.extensions["authz"] = Services(
+        db=db,
+        policy=policy,
+        management=Management(db, policy, clock=clock, activation_ttl=app.config["AUTHZ_ACTIVATION_TTL"]),
+        decisions=Decisions(db, policy, clock=clock),
+    )
+
+    @app.before_request
+    def _request_id():
+        given = request.headers.get("X-Request-ID", "")
+        usable = given and len(given) <= REQUEST_ID_MAX and given.isprintable() and given.isascii()
+        g.request_id = given if usable else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response):
+        response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    errors.register(app)
+    for blueprint in (authzen.bp, manage.bp, ops.bp):
+        app.register_blueprint(blueprint)
+    logging.getLogger("authz").setLevel(logging.INFO)
+    return app

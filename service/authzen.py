@@ -1,0 +1,216 @@
+"""OpenID AuthZEN Authorization API 1.0: evaluation, evaluations, searches, metadata."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
+
+from authz.identifiers import normalize_email
+from service import schemas
+from service.errors import ApiError
+from service.http import api_doc, json_body, load, requires, services
+
+bp = Blueprint("authzen", __name__)
+
+SUBJECT_TYPE = "user"
+RESOURCE_TYPE = "company"
+STOP_ON = {"execute_all": None, "deny_on_first_deny": False, "permit_on_first_permit": True}
+
+
+def _question(subject: dict, action: dict, resource: dict) -> tuple[str, str, str] | str:
+    """Turn AuthZEN entities into (email, right, siret), or a deny reason for foreign types."""
+    if subject["type"] != SUBJECT_TYPE:
+        return "unsupported_subject_type"
+    if resource["type"] != RESOURCE_TYPE:
+        return "unsupported_resource_type"
+    return normalize_email(subject["id"]), action["name"], resource["id"]
+
+
+def _answer(question) -> dict:
+    if isinstance(question, str):
+        return {"decision": False, "context": {"reason": question}}
+    decision = services().decisions.decide(*question)
+    return {"decision": decision.allowed, "context": {"reason": decision.reason}}
+
+
+def _versioned(payload: dict, status: int = 200):
+    response = jsonify(payload)
+    response.status_code = status
+    response.headers["X-Authz-Policy-Version"] = services().policy().version
+    return response
+
+
+@bp.post("/access/v1/evaluation")
+@requires("decide")
+@api_doc("Decide one access question", body=schemas.EvaluationRequestSchema,
+         response=schemas.DecisionSchema, errors=(400, 401, 403))
+def evaluation():
+    body = load(schemas.EvaluationRequestSchema)
+    return _versioned(_answer(_question(body["subject"], body["action"], body["resource"])))
+
+
+@bp.post("/access/v1/evaluations")
+@requires("decide")
+@api_doc("Decide many questions; top-level subject/action/resource/context are defaults",
+         body=schemas.EvaluationsRequestSchema, response=schemas.EvaluationsResponseSchema, errors=(400, 401, 403))
+def evaluations():
+    body = load(schemas.EvaluationsRequestSchema)
+    items = body.get("evaluations") or []
+    if not items:
+        # The standard: without items, the call is a single evaluation of the defaults.
+        single = schemas.EvaluationRequestSchema().load(
+            {key: body[key] for key in ("subject", "action", "resource", "context") if key in body}
+        )
+        return _versioned(_answer(_question(single["subject"], single["action"], single["resource"])))
+    limit = current_app.config["AUTHZ_MAX_EVALUATIONS"]
+    if len(items) > limit:
+        raise ApiError(400, "too_many_evaluations", f"at most {limit} evaluations per call",
+                       {"evaluations": [f"{len(items)} given, at most {limit}"]})
+    questions = []
+    errors = {}
+    for index, item in enumerate(items):
+        merged = {key: item.get(key, body.get(key)) for key in ("subject", "action", "resource")}
+        try:
+            entity = schemas.EvaluationRequestSchema().load({k: v for k, v in merged.items() if v is not None})
+        except ValidationError as exc:
+            errors[str(index)] = exc.messages
+            continue
+        questions.append(_question(entity["subject"], entity["action"], entity["resource"]))
+    if errors:
+        raise ApiError(400, "invalid_request", "some evaluations are incomplete or malformed", {"evaluations": errors})
+    stop_on = STOP_ON[body["options"]["evaluations_semantic"]]
+    answers = []
+    for question in questions:
+        answer = _answer(question)
+        answers.append(answer)
+        if stop_on is not None and answer["decision"] is stop_on:
+            break
+    return _versioned({"evaluations": answers})
+
+
+# ---- searches --------------------------------------------------------------------------
+
+
+def _page(found: list[str], page: dict | None) -> tuple[list[str], dict]:
+    """Cut a sorted result list after the token's key, ``limit`` items at a time."""
+    page = page or {}
+    limit = page.get("limit", current_app.config["AUTHZ_DEFAULT_PAGE_SIZE"])
+    if limit > current_app.config["AUTHZ_MAX_PAGE_SIZE"]:
+        maximum = current_app.config["AUTHZ_MAX_PAGE_SIZE"]
+        raise ApiError(400, "page_limit_too_large", f"page.limit is at most {maximum}",
+                       {"page": {"limit": [f"at most {maximum}"]}})
+    start = 0
+    if page.get("token"):
+        after = _decode_token(page["token"])
+        start = next((i for i, key in enumerate(found) if key > after), len(found))
+    chunk = found[start : start + limit]
+    more = start + limit < len(found)
+    next_token = _encode_token(chunk[-1]) if more and chunk else ""
+    return chunk, {"next_token": next_token, "count": len(chunk), "total": len(found)}
+
+
+def _encode_token(key: str) -> str:
+    return base64.urlsafe_b64encode(f"after:{key}".encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    if not raw.startswith("after:"):
+        raise ApiError(400, "invalid_page_token", "page.token is not a token this service issued",
+                       {"page": {"token": ["unknown token"]}})
+    return raw[len("after:"):]
+
+
+def _search(found: list[str], page: dict | None, as_result) -> object:
+    chunk, page_out = _page(found, page)
+    return _versioned({"results": [as_result(item) for item in chunk], "page": page_out})
+
+
+@bp.post("/access/v1/search/subject")
+@requires("decide")
+@api_doc("The users who may do an action for a company", body=schemas.SubjectSearchRequestSchema,
+         response=schemas.SubjectSearchResponseSchema, errors=(400, 401, 403))
+def search_subject():
+    body = load(schemas.SubjectSearchRequestSchema)
+    found = []
+    if body["subject"]["type"] == SUBJECT_TYPE and body["resource"]["type"] == RESOURCE_TYPE:
+        found = services().decisions.subjects(body["resource"]["id"], body["action"]["name"])
+    return _search(found, body.get("page"), lambda email: {"type": SUBJECT_TYPE, "id": email})
+
+
+@bp.post("/access/v1/search/resource")
+@requires("decide")
+@api_doc("The companies a user may do an action for (a firm's client list)",
+         body=schemas.ResourceSearchRequestSchema, response=schemas.ResourceSearchResponseSchema,
+         errors=(400, 401, 403))
+def search_resource():
+    body = load(schemas.ResourceSearchRequestSchema)
+    found = []
+    if body["subject"]["type"] == SUBJECT_TYPE and body["resource"]["type"] == RESOURCE_TYPE:
+        found = services().decisions.resources(normalize_email(body["subject"]["id"]), body["action"]["name"])
+    return _search(found, body.get("page"), lambda siret: {"type": RESOURCE_TYPE, "id": siret})
+
+
+@bp.post("/access/v1/search/action")
+@requires("decide")
+@api_doc("The rights a user holds on a company", body=schemas.ActionSearchRequestSchema,
+         response=schemas.ActionSearchResponseSchema, errors=(400, 401, 403))
+def search_action():
+    body = load(schemas.ActionSearchRequestSchema)
+    found = []
+    if body["subject"]["type"] == SUBJECT_TYPE and body["resource"]["type"] == RESOURCE_TYPE:
+        found = services().decisions.actions(normalize_email(body["subject"]["id"]), body["resource"]["id"])
+    return _search(sorted(found), body.get("page"), lambda right: {"name": right})
+
+
+@bp.get("/.well-known/authzen-configuration")
+@api_doc("The PDP metadata document (AuthZEN discovery)", response=schemas.MetadataSchema)
+def metadata():
+    base = (current_app.config.get("AUTHZ_PUBLIC_URL") or request.host_url).rstrip("/")
+    return jsonify({
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": f"{base}/access/v1/evaluation",
+        "access_evaluations_endpoint": f"{base}/access/v1/evaluations",
+        "search_subject_endpoint": f"{base}/access/v1/search/subject",
+        "search_resource_endpoint": f"{base}/access/v1/search/resource",
+        "search_action_endpoint": f"{base}/access/v1/search/action",
+    })
+
+
+@bp.post("/v1/explain")
+@requires("explain")
+@api_doc("Explain a decision: the chain of links that allowed, or the first broken one",
+         body=schemas.EvaluationRequestSchema, response=schemas.ExplanationSchema, errors=(400, 401, 403))
+def explain():
+    body = load(schemas.EvaluationRequestSchema)
+    question = _question(body["subject"], body["action"], body["resource"])
+    version = services().policy().version
+    if isinstance(question, str):
+        payload = {"decision": False, "reason": question, "rule": None, "chain": [], "broken": None}
+    else:
+        found = services().decisions.explain(*question)
+        payload = {
+            "decision": found.decision.allowed,
+            "reason": found.decision.reason,
+            "rule": found.rule,
+            "chain": [_link(link) for link in found.chain],
+            "broken": _link(found.broken) if found.broken else None,
+        }
+    payload["policy_version"] = version
+    return _versioned(schemas.ExplanationSchema().dump(payload))
+
+
+def _link(link) -> dict:
+    return {
+        "kind": link.kind, "id": link.id, "holds": link.holds, "status": link.status,
+        "scope": list(link.scope) if link.scope is not None else None, "ends_at": link.ends_at,
+        "detail": link.detail,
+    }
+
+

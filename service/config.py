@@ -1,0 +1,64 @@
+"""Configuration from AUTHZ_* environment variables, validated at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+
+from authz.store import DEFAULT_URL
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message says which and why."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _policy_dir(env: Mapping[str, str]) -> Path:
+    raw = env.get("AUTHZ_POLICY_DIR")
+    if raw:
+        path = Path(raw)
+    elif (Path.cwd() / "policies.polar").is_file():
+        path = Path.cwd()
+    else:
+        path = PROJECT_ROOT
+    if not (path / "policies.polar").is_file():
+        raise ConfigError(f"AUTHZ_POLICY_DIR={path} holds no policies.polar")
+    return path
+
+
+def from_env(env: Mapping[str, str] | None = None) -> dict:
+    """Read every setting, with defaults; raise ``ConfigError`` on a bad value."""
+    env = os.environ if env is None else env
+    return {
+        # SQLite file by default; a postgresql+psycopg:// URL at scale.
+        "AUTHZ_DATABASE_URL": env.get("AUTHZ_DATABASE_URL") or DEFAULT_URL,
+        # Folder holding policies.polar and policies/.
+        "AUTHZ_POLICY_DIR": _policy_dir(env),
+        # Validity of an activation link.
+        "AUTHZ_ACTIVATION_TTL": timedelta(hours=_int(env, "AUTHZ_ACTIVATION_TTL_HOURS", 7 * 24)),
+        # Largest request body accepted, in bytes.
+        "MAX_CONTENT_LENGTH": _int(env, "AUTHZ_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+        # Items per /access/v1/evaluations call.
+        "AUTHZ_MAX_EVALUATIONS": _int(env, "AUTHZ_MAX_EVALUATIONS", 1000),
+        # Search page sizes: default when page.limit is absent, and the largest allowed.
+        "AUTHZ_DEFAULT_PAGE_SIZE": _int(env, "AUTHZ_DEFAULT_PAGE_SIZE", 1000),
+        "AUTHZ_MAX_PAGE_SIZE": _int(env, "AUTHZ_MAX_PAGE_SIZE", 10000),
+        # Base URL advertised in /.well-known/authzen-configuration (default: the request's).
+        "AUTHZ_PUBLIC_URL": env.get("AUTHZ_PUBLIC_URL") or None,
+    }

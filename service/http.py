@@ -1,0 +1,117 @@
+"""Request plumbing shared by the blueprints: body parsing, keys, acting user, docs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+
+from flask import current_app, g, request
+from marshmallow import Schema
+
+from authz import model, tokens
+from authz.audit import Context
+from authz.identifiers import is_email, normalize_email
+from service.errors import ApiError
+
+
+def services():
+    """The app's services (database, policy, use cases), built by ``create_app``."""
+    return current_app.extensions["authz"]
+
+
+def json_body() -> dict:
+    """Parse the request body as one JSON object, or refuse with a clear 4xx."""
+    if not request.mimetype or request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = request.get_data(cache=True)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", "the body is not valid UTF-8") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from exc
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return data
+
+
+def load(schema: type[Schema], data: dict | None = None) -> dict:
+    """Validate ``data`` (the JSON body by default) against ``schema``."""
+    return schema().load(json_body() if data is None else data)
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def requires(area: str) -> Callable:
+    """Let the view run only for an API key whose role the policy lets call ``area``."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def guarded(*args, **kwargs):
+            secret = _bearer()
+            key = None
+            if secret:
+                with services().db.transaction(write=False) as tx:
+                    key = tx.api_key_by_hash(tokens.digest(secret))
+            if key is None:
+                raise ApiError(
+                    401, "unauthenticated", "a valid API key is needed: Authorization: Bearer <key>",
+                    headers={"WWW-Authenticate": 'Bearer realm="authz"'},
+                )
+            if not services().policy().allows(key, "call", area):
+                raise ApiError(403, "forbidden", f"this API key's role ({key.role}) may not call this endpoint")
+            g.api_key = key
+            return view(*args, **kwargs)
+
+        guarded.api_area = area
+        return guarded
+
+    return decorate
+
+
+def may(area: str) -> bool:
+    """Whether the calling key's role may also reach ``area`` (e.g. the whole audit log)."""
+    key: model.ApiKey | None = g.get("api_key")
+    return key is not None and services().policy().allows(key, "call", area)
+
+
+def acting_user(required: bool = True) -> str | None:
+    value = request.headers.get("Acting-User")
+    if value is None or not value.strip():
+        if required:
+            raise ApiError(400, "acting_user_required", "name the person acting in the Acting-User header",
+                           {"Acting-User": ["required"]})
+        return None
+    if not is_email(value):
+        raise ApiError(400, "invalid_acting_user", "the Acting-User header is not a valid e-mail address",
+                       {"Acting-User": ["not a valid e-mail address"]})
+    return normalize_email(value)
+
+
+def context(user_required: bool = True) -> Context:
+    key = g.get("api_key")
+    return Context(user=acting_user(user_required), key=key.name if key else None, request_id=g.get("request_id"))
+
+
+def api_doc(summary: str, *, body: type[Schema] | None = None, response: type[Schema] | None = None,
+            status: int = 200, errors: tuple[int, ...] = (), query: type[Schema] | None = None,
+            acting_user: bool = False) -> Callable:
+    """Attach OpenAPI facts to a view; ``service/openapi.py`` reads them."""
+
+    def decorate(view: Callable) -> Callable:
+        view.api_doc = {
+            "summary": summary, "body": body, "response": response, "status": status,
+            "errors": errors, "query": query, "acting_user": acting_user,
+        }
+        return view
+
+    return decorate

@@ -1,0 +1,55 @@
+"""Operations endpoints: health, readiness, the OpenAPI document and its page, the policy."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from service import schemas
+from service.http import api_doc, requires, services
+from service.openapi import build_spec, docs_page
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+@api_doc("The process is alive", response=schemas.HealthSchema)
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+@api_doc("The database answers and a policy is loaded", response=schemas.ReadySchema, errors=(503,))
+def readyz():
+    database_ok = services().db.ping()
+    version = services().policy().version
+    body = {"status": "ready" if database_ok else "unavailable",
+            "database": "ok" if database_ok else "unreachable", "policy_version": version}
+    return jsonify(body), 200 if database_ok else 503
+
+
+def _spec() -> dict:
+    cached = current_app.extensions.get("authz_openapi")
+    if cached is None:
+        cached = current_app.extensions["authz_openapi"] = build_spec(current_app)
+    return cached
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(_spec())
+
+
+@bp.get("/docs")
+def docs():
+    return docs_page(_spec()), 200, {"Content-Type": "text/html; charset=utf-8"}
+
+
+@bp.get("/v1/policy")
+@requires("policy")
+@api_doc("The loaded policy: version, files, load time, rights", response=schemas.PolicySchema, errors=(401, 403))
+def policy():
+    info = services().policy().info
+    return jsonify(schemas.PolicySchema().dump({
+        "version": info.version, "files": list(info.files), "loaded_at": info.loaded_at,
+        "rights": list(info.rights), "delegable": sorted(info.delegable),
+    }))

@@ -1,0 +1,384 @@
+"""Marshmallow schemas for every request and response body.
+
+AuthZEN request schemas ignore unknown fields (the standard says so); management
+request schemas reject them. Server-set fields are ``dump_only``.
+"""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from authz.identifiers import is_email, is_siret, normalize_email
+
+MAX_SCOPE = 64
+
+
+class Siret(fields.String):
+    """A SIRET: 14 digits with a valid Luhn checksum."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if not is_siret(value):
+            raise ValidationError("not a valid SIRET (14 digits with a valid Luhn checksum)")
+        return value
+
+
+class Email(fields.String):
+    """An e-mail address, stored and compared lower-cased."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if not is_email(value):
+            raise ValidationError("not a valid e-mail address")
+        return normalize_email(value)
+
+
+def _scope(required: bool = True) -> fields.List:
+    return fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)),
+        required=required,
+        validate=validate.Length(min=1, max=MAX_SCOPE),
+    )
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class Lenient(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+# ---- errors -----------------------------------------------------------------------------
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+# ---- AuthZEN ----------------------------------------------------------------------------
+
+class SubjectSchema(Lenient):
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    id = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    properties = fields.Dict()
+
+
+class ResourceSchema(Lenient):
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    id = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    properties = fields.Dict()
+
+
+class ActionSchema(Lenient):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    properties = fields.Dict()
+
+
+class TypeOnlySchema(Lenient):
+    """A subject or resource in a search: the type is needed, the id is what is sought."""
+
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    id = fields.String(validate=validate.Length(max=512))
+    properties = fields.Dict()
+
+
+class EvaluationRequestSchema(Lenient):
+    subject = fields.Nested(SubjectSchema, required=True)
+    action = fields.Nested(ActionSchema, required=True)
+    resource = fields.Nested(ResourceSchema, required=True)
+    context = fields.Dict()
+
+
+class DecisionSchema(Schema):
+    decision = fields.Boolean(required=True)
+    context = fields.Dict()
+
+
+class EvaluationItemSchema(Lenient):
+    """One item of a batch: any part may be left out and taken from the defaults."""
+
+    subject = fields.Dict()
+    action = fields.Dict()
+    resource = fields.Dict()
+    context = fields.Dict()
+
+
+class EvaluationsOptionsSchema(Lenient):
+    evaluations_semantic = fields.String(
+        load_default="execute_all",
+        validate=validate.OneOf(["execute_all", "deny_on_first_deny", "permit_on_first_permit"]),
+    )
+
+
+class EvaluationsRequestSchema(Lenient):
+    subject = fields.Dict()
+    action = fields.Dict()
+    resource = fields.Dict()
+    context = fields.Dict()
+    evaluations = fields.List(fields.Nested(EvaluationItemSchema))
+    options = fields.Nested(EvaluationsOptionsSchema, load_default=lambda: {"evaluations_semantic": "execute_all"})
+
+
+class EvaluationsResponseSchema(Schema):
+    evaluations = fields.List(fields.Nested(DecisionSchema), required=True)
+
+
+class PageRequestSchema(Lenient):
+    token = fields.String(validate=validate.Length(max=512))
+    limit = fields.Integer(strict=True, validate=validate.Range(min=1))
+
+
+class PageResponseSchema(Schema):
+    next_token = fields.String(required=True)
+    count = fields.Integer(required=True)
+    total = fields.Integer(required=True)
+
+
+class SubjectSearchRequestSchema(Lenient):
+    subject = fields.Nested(TypeOnlySchema, required=True)
+    action = fields.Nested(ActionSchema, required=True)
+    resource = fields.Nested(ResourceSchema, required=True)
+    context = fields.Dict()
+    page = fields.Nested(PageRequestSchema)
+
+
+class ResourceSearchRequestSchema(Lenient):
+    subject = fields.Nested(SubjectSchema, required=True)
+    action = fields.Nested(ActionSchema, required=True)
+    resource = fields.Nested(TypeOnlySchema, required=True)
+    context = fields.Dict()
+    page = fields.Nested(PageRequestSchema)
+
+
+class ActionSearchRequestSchema(Lenient):
+    subject = fields.Nested(SubjectSchema, required=True)
+    resource = fields.Nested(ResourceSchema, required=True)
+    context = fields.Dict()
+    page = fields.Nested(PageRequestSchema)
+
+
+class EntityResultSchema(Schema):
+    type = fields.String(required=True)
+    id = fields.String(required=True)
+
+
+class ActionResultSchema(Schema):
+    name = fields.String(required=True)
+
+
+class SubjectSearchResponseSchema(Schema):
+    results = fields.List(fields.Nested(EntityResultSchema), required=True)
+    page = fields.Nested(PageResponseSchema, required=True)
+
+
+ResourceSearchResponseSchema = SubjectSearchResponseSchema
+
+
+class ActionSearchResponseSchema(Schema):
+    results = fields.List(fields.Nested(ActionResultSchema), required=True)
+    page = fields.Nested(PageResponseSchema, required=True)
+
+
+class MetadataSchema(Schema):
+    policy_decision_point = fields.String(required=True)
+    access_evaluation_endpoint = fields.String(required=True)
+    access_evaluations_endpoint = fields.String(required=True)
+    search_subject_endpoint = fields.String(required=True)
+    search_resource_endpoint = fields.String(required=True)
+    search_action_endpoint = fields.String(required=True)
+
+
+class LinkSchema(Schema):
+    kind = fields.String(required=True)
+    id = fields.String(allow_none=True)
+    holds = fields.Boolean(required=True)
+    status = fields.String(allow_none=True)
+    scope = fields.List(fields.String(), allow_none=True)
+    ends_at = fields.AwareDateTime(allow_none=True)
+    detail = fields.String(allow_none=True)
+
+
+class ExplanationSchema(Schema):
+    decision = fields.Boolean(required=True)
+    reason = fields.String(required=True)
+    rule = fields.String(allow_none=True)
+    policy_version = fields.String(required=True)
+    chain = fields.List(fields.Nested(LinkSchema), required=True)
+    broken = fields.Nested(LinkSchema, allow_none=True)
+
+
+# ---- management: requests -------------------------------------------------------------
+
+
+class CompanyCreateSchema(Strict):
+    siret = Siret(required=True)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    admin_email = Email(required=True)
+
+
+class EmailBodySchema(Strict):
+    email = Email(required=True)
+
+
+class DelegationCreateSchema(Strict):
+    manager_email = Email(required=True)
+    scope = _scope()
+    ends_at = fields.AwareDateTime(allow_none=True, load_default=None)
+
+
+class ActivationRequestSchema(Strict):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    firm_siret = Siret(required=True)
+    firm_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class LinkPatchSchema(Strict):
+    """A change to a delegation or grant; ``ends_at: null`` removes the end date."""
+
+    scope = _scope(required=False)
+    ends_at = fields.AwareDateTime(allow_none=True)
+
+    @validates_schema
+    def _something(self, data, **kwargs):
+        if not data:
+            raise ValidationError("give scope, ends_at or both", "_schema")
+
+
+class GrantCreateSchema(Strict):
+    collaborator = Email(required=True)
+    company = Siret(required=True)
+    scope = _scope()
+    ends_at = fields.AwareDateTime(allow_none=True, load_default=None)
+
+
+class AuditQuerySchema(Strict):
+    company = Siret()
+    user = Email()
+    since = fields.AwareDateTime()
+    after = fields.Integer(validate=validate.Range(min=0))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+# ---- management: responses -------------------------------------------------------------
+
+
+class CompanySchema(Schema):
+    siret = fields.String(dump_only=True)
+    name = fields.String(dump_only=True)
+    admins = fields.List(fields.String(), dump_only=True)
+    created_at = fields.AwareDateTime(dump_only=True)
+
+
+class DelegationSchema(Schema):
+    id = fields.String(dump_only=True)
+    company = fields.String(dump_only=True)
+    manager_email = fields.String(dump_only=True)
+    firm = fields.String(dump_only=True, allow_none=True)
+    status = fields.String(dump_only=True)
+    scope = fields.List(fields.String(), dump_only=True)
+    created_at = fields.AwareDateTime(dump_only=True)
+    ends_at = fields.AwareDateTime(dump_only=True, allow_none=True)
+    activated_at = fields.AwareDateTime(dump_only=True, allow_none=True)
+    revoked_at = fields.AwareDateTime(dump_only=True, allow_none=True)
+    activation_expires_at = fields.AwareDateTime(dump_only=True, allow_none=True)
+
+
+class ActivationSchema(Schema):
+    token = fields.String(dump_only=True)
+    expires_at = fields.AwareDateTime(dump_only=True)
+
+
+class DesignationSchema(DelegationSchema):
+    activation = fields.Nested(ActivationSchema, dump_only=True)
+
+
+class DelegationListSchema(Schema):
+    delegations = fields.List(fields.Nested(DelegationSchema), dump_only=True)
+
+
+class GrantSchema(Schema):
+    id = fields.String(dump_only=True)
+    firm = fields.String(dump_only=True)
+    collaborator = fields.String(dump_only=True)
+    company = fields.String(dump_only=True)
+    status = fields.String(dump_only=True)
+    scope = fields.List(fields.String(), dump_only=True)
+    created_at = fields.AwareDateTime(dump_only=True)
+    ends_at = fields.AwareDateTime(dump_only=True, allow_none=True)
+    revoked_at = fields.AwareDateTime(dump_only=True, allow_none=True)
+
+
+class ClientSchema(Schema):
+    siret = fields.String(dump_only=True)
+    name = fields.String(dump_only=True)
+    delegation_id = fields.String(dump_only=True)
+    scope = fields.List(fields.String(), dump_only=True)
+    ends_at = fields.AwareDateTime(dump_only=True, allow_none=True)
+
+
+class ClientListSchema(Schema):
+    clients = fields.List(fields.Nested(ClientSchema), dump_only=True)
+
+
+class CollaboratorSchema(Schema):
+    firm = fields.String(dump_only=True)
+    email = fields.String(dump_only=True)
+    created_at = fields.AwareDateTime(dump_only=True)
+
+
+class CollaboratorListSchema(Schema):
+    collaborators = fields.List(fields.Nested(CollaboratorSchema), dump_only=True)
+
+
+class CollaboratorRemovedSchema(Schema):
+    firm = fields.String(dump_only=True)
+    email = fields.String(dump_only=True)
+    grants_revoked = fields.List(fields.String(), dump_only=True)
+
+
+class AuditRecordSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    at = fields.AwareDateTime(dump_only=True)
+    actor = fields.String(dump_only=True)
+    action = fields.String(dump_only=True)
+    company = fields.String(dump_only=True, allow_none=True)
+    firm = fields.String(dump_only=True, allow_none=True)
+    subject = fields.String(dump_only=True, allow_none=True)
+    target = fields.String(dump_only=True, allow_none=True)
+    details = fields.Dict(dump_only=True)
+    request_id = fields.String(dump_only=True, allow_none=True)
+
+
+class AuditPageSchema(Schema):
+    records = fields.List(fields.Nested(AuditRecordSchema), dump_only=True)
+    next_after = fields.Integer(dump_only=True, allow_none=True)
+
+
+# ---- operations ---------------------------------------------------------------------------
+
+
+class HealthSchema(Schema):
+    status = fields.String(dump_only=True)
+
+
+class ReadySchema(Schema):
+    status = fields.String(dump_only=True)
+    database = fields.String(dump_only=True)
+    policy_version = fields.String(dump_only=True, allow_none=True)
+
+
+class PolicySchema(Schema):
+    version = fields.String(dump_only=True)
+    files = fields.List(fields.String(), dump_only=True)
+    loaded_at = fields.AwareDateTime(dump_only=True)
+    rights = fields.List(fields.String(), dump_only=True)
+    delegable = fields.List(fields.String(), dump_only=True)
