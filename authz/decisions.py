@@ -79,7 +79,8 @@ class Decisions:
         now = self.clock().timestamp()
         with self.db.transaction(write=False) as tx:
             user, company = self._facts(tx, email, siret, now)
-        return [right for right in engine.rights if engine.allows(user, right, company)]
+        held = engine.rights_held(user, company)
+        return [right for right in engine.rights if right in held]
 
     def explain(self, email: str, right: str, siret: str) -> model.Explanation:
         """Show the chain behind a decision: the links that allowed, or the first broken one."""

@@ -105,6 +105,14 @@ class Engine:
         """Answer the policy's entry rule ``allow(actor, action, resource)``."""
         return self._once("allow", actor, action, resource)
 
+    def rights_held(self, user: model.User, company: model.Company) -> set[str]:
+        """Every right ``allow(user, right, company)`` gives, in one query."""
+        try:
+            found = self._oso.query_rule("allow", user, Variable("right"), company)
+            return {result["bindings"]["right"] for result in found} & set(self.info.rights)
+        except OsoError as exc:
+            raise PolicyError(f"policy evaluation failed: {exc}") from exc
+
     def rules_granting(self, user: model.User, right: str, company: model.Company) -> list[str]:
         """Name the ``holds_right`` rules that give ``right`` (for reasons and explain)."""
         try:
@@ -117,6 +125,14 @@ class Engine:
 
     def firm_holds(self, firm: str, right: str, company: model.Company, now: float) -> bool:
         return self._once("firm_holds", firm, right, company, now)
+
+    def rights_firm_holds(self, firm: str, company: model.Company, now: float) -> set[str]:
+        """Every right the firm holds on the company at ``now``, in one query."""
+        try:
+            found = self._oso.query_rule("firm_holds", firm, Variable("right"), company, now)
+            return {result["bindings"]["right"] for result in found}
+        except OsoError as exc:
+            raise PolicyError(f"policy evaluation failed: {exc}") from exc
 
     def may_delegate(self, right: str) -> bool:
         return self._once("may_delegate", right)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 # Deliberately strict: one @, no spaces or control characters, a dotted domain.
-_EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+\Z")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -46,4 +46,4 @@ def normalize_email(value: str) -> str:
 
 
 def is_email(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL.match(value.strip()))
+    return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL.match(value))

@@ -285,7 +285,7 @@ class Management:
         result = []
         for row in rows:
             company = facts[row.company_siret]
-            held = tuple(r for r in engine.rights if engine.firm_holds(firm_siret, r, company, user.now))
+            held = tuple(sorted(engine.rights_firm_holds(firm_siret, company, user.now)))
             if held:
                 result.append(model.ClientRecord(row.company_siret, row.name, row.id, held, row.ends_at))
         return result
