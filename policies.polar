@@ -2,7 +2,7 @@
 #
 # The engine asks one question: allow(actor, action, resource).
 #   - decisions:  allow(User, "<right>", Company)
-#   - management: allow(User, "<action>", Company | Firm | Delegation | Grant)
+#   - management: allow(User, "<action>", CompanySpace | Firm | Delegation | Grant)
 #   - API access: allow(ApiKey, "call", "<area>")
 # Facts (the User, Company, ... objects) are snapshots taken at instant user.now.
 
@@ -10,6 +10,7 @@ allow(actor, action, resource) if has_permission(actor, action, resource);
 
 actor User {}
 resource Company {}
+resource CompanySpace {}
 resource Firm {}
 resource Delegation {}
 resource Grant {}

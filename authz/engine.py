@@ -8,14 +8,18 @@ callers fail closed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Iterable, Sequence
+import io
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from oso import Oso, Variable
 from polar.exceptions import OsoError
+from polar.ffi import PolarSource
 
 from authz import model
 from authz.errors import PolicyError
@@ -23,6 +27,7 @@ from authz.errors import PolicyError
 FACT_CLASSES = (
     model.User,
     model.Company,
+    model.CompanySpace,
     model.Firm,
     model.Delegation,
     model.Grant,
@@ -30,25 +35,50 @@ FACT_CLASSES = (
 )
 
 
-def policy_files(root: Path) -> list[Path]:
-    """Return the policy files under ``root``: ``policies.polar`` then ``policies/*.polar``."""
+def read_policy(root: Path) -> dict[str, str]:
+    """Read ``policies.polar`` then ``policies/*.polar`` under ``root`` as {relative path: text}."""
     root = Path(root)
-    files = [root / "policies.polar"] if (root / "policies.polar").is_file() else []
-    folder = root / "policies"
-    if folder.is_dir():
-        files.extend(sorted(folder.glob("*.polar")))
-    return files
+    paths = [root / "policies.polar"] if (root / "policies.polar").is_file() else []
+    if (root / "policies").is_dir():
+        paths.extend(sorted((root / "policies").glob("*.polar")))
+    try:
+        return {path.relative_to(root).as_posix(): path.read_text(encoding="utf-8") for path in paths}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read the policy under {root}: {exc}") from exc
 
 
-def policy_version(files: Sequence[Path], root: Path) -> str:
-    """Hash file names and contents, so any edit or rename gives a new version."""
+def policy_version(sources: dict[str, str]) -> str:
+    """Hash file names and contents, so any edit, addition or rename gives a new version."""
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(root)).encode())
+    for name in sorted(sources):
+        digest.update(name.encode())
         digest.update(b"\0")
-        digest.update(path.read_bytes())
+        digest.update(sources[name].encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error in a policy draft, where an editor can jump to it."""
+
+    file: str | None
+    line: int | None
+    column: int | None
+    message: str
+
+
+_WHERE = re.compile(r"at line (\d+), column (\d+)(?: of file (\S+?))?:")
+
+
+def _problem(text: str) -> Problem:
+    found = _WHERE.search(text)
+    first = text.strip().splitlines()[0] if text.strip() else text
+    headline = _WHERE.split(first)[0].strip() if found else first.strip()
+    headline = headline.removeprefix("[warning] ")
+    if not found:
+        return Problem(None, None, None, headline)
+    return Problem(found.group(3), int(found.group(1)), int(found.group(2)), headline)
 
 
 @dataclass(frozen=True)
@@ -60,29 +90,54 @@ class PolicyInfo:
     delegable: frozenset[str]
 
 
+class PolicyRejected(PolicyError):
+    """A draft that does not compile cleanly; ``problems`` says where and why."""
+
+    code = "policy_invalid"
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__(
+            "the policy is invalid: " + "; ".join(p.message for p in problems[:3]),
+            {"errors": [p.__dict__ for p in problems]},
+        )
+        self.problems = problems
+
+
 class Engine:
     """A loaded policy. Build a new one to reload; never reload one in place."""
 
-    def __init__(self, root: Path):
-        root = Path(root).resolve()
-        files = policy_files(root)
-        if not files:
-            raise PolicyError(f"no policy files under {root}")
+    def __init__(self, sources: dict[str, str] | Path):
+        """Compile ``sources`` ({file name: Polar text}, or a folder to read) in one load.
+
+        Any warning is refused too:
+oso only prints some traps (an unknown class specializer
+        makes a rule that can never match) on stdout; they are captured and refused here.
+        """
+        if not isinstance(sources, dict):
+            sources = read_policy(Path(sources))
+        if not sources:
+            raise PolicyRejected([Problem(None, None, None, "no policy files")])
         oso = Oso()
+        printed = io.StringIO()
         try:
             for cls in FACT_CLASSES:
                 oso.register_class(cls)
-            oso.load_files([str(path) for path in files])
+            with contextlib.redirect_stdout(printed):
+                oso._load_sources([PolarSource(text, name) for name, text in sources.items()])
             rights = tuple(self._all(oso, "right"))
             delegable = frozenset(self._all(oso, "delegable"))
-        except (OsoError, OSError) as exc:
-            raise PolicyError(f"policy failed to load: {exc}") from exc
+        except OsoError as exc:
+            raise PolicyRejected([_problem(str(exc))]) from exc
+        problems = [_problem(chunk) for chunk in printed.getvalue().split("[warning]")[1:]]
+        problems += _unused_rules(sources)
         if not rights:
-            raise PolicyError("the policy declares no right(...) fact")
+            problems.append(Problem(None, None, None, "the policy declares no right(...) fact"))
+        if problems:
+            raise PolicyRejected(problems)
         self._oso = oso
         self.info = PolicyInfo(
-            version=policy_version(files, root),
-            files=tuple(str(path.relative_to(root)) for path in files),
+            version=policy_version(sources),
+            files=tuple(sources),
             loaded_at=datetime.now(UTC),
             rights=tuple(sorted(set(rights))),
             delegable=delegable,
@@ -147,6 +202,47 @@ class Engine:
             raise PolicyError(f"policy evaluation failed: {exc}") from exc
 
 
+# Rules the engine (Python) queries by name, and oso's own entry points.
+ENTRY_RULES = frozenset({
+    "allow", "has_permission", "has_role", "has_relation", "right", "delegable",
+    "holds_right", "firm_holds", "may_grant", "may_delegate",
+})
+_HEAD = re.compile(r"^\s*([a-z_][A-Za-z0-9_]*)\s*\(", re.MULTILINE)
+_CALL = re.compile(r"([a-z_][A-Za-z0-9_]*)\s*\(")
+_COMMENT = re.compile(r"#[^\n]*")
+
+
+class _IF:
+    """Split a Polar statement into head and body at its first ``if`` keyword."""
+
+    _word = re.compile(r"\bif\b")
+
+    @classmethod
+    def partition(cls, statement: str) -> tuple[str, str, str]:
+        parts = cls._word.split(statement, maxsplit=1)
+        return (parts[0], "if", parts[1]) if len(parts) == 2 else (statement, "", "")
+
+
+def _unused_rules(sources: dict[str, str]) -> list[Problem]:
+    """Report rules nothing calls: neither the engine nor another rule (they never fire)."""
+    heads: dict[str, tuple[str, int]] = {}
+    calls: set[str] = set()
+    for name, text in sources.items():
+        code = _COMMENT.sub("", text)
+        for statement in code.split(";"):
+            head, _, body = _IF.partition(statement)
+            calls.update(_CALL.findall(body))
+            found = _HEAD.match(head)
+            if found and found.group(1) not in heads:
+                line = code[: code.find(statement)].count("\n") + statement[: found.start(1)].count("\n") + 1
+                heads[found.group(1)] = (name, line)
+    return [
+        Problem(file, line, 1, f"rule {rule} is never called: it can never fire")
+        for rule, (file, line) in sorted(heads.items())
+        if rule not in ENTRY_RULES and rule not in calls
+    ]
+
+
 class LoadedPolicy:
     """The engine in service; a reload swaps the reference, never edits an engine in place."""
 
@@ -157,8 +253,7 @@ class LoadedPolicy:
     def __call__(self) -> Engine:
         return self.current
 
-    def reload(self) -> Engine:
-        """Build and load a new engine, then swap; on failure the running one stays."""
-        fresh = Engine(self.root)
-        self.current = fresh
-        return fresh
+    def swap(self, fresh: Engine) -> Engine:
+        """Put a fully loaded engine in service; return the one it replaces."""
+        previous, self.current = self.current, fresh
+        return previous

@@ -90,6 +90,13 @@ class Company:
 
 
 @dataclass(frozen=True, slots=True)
+class CompanySpace:
+    """A company's secure space, the resource of management actions (never of rights)."""
+
+    siret: str
+
+
+@dataclass(frozen=True, slots=True)
 class Firm:
     siret: str
     manager_email: str | None

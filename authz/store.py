@@ -17,7 +17,7 @@ from sqlalchemy import Connection, create_engine, event, insert, literal, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from authz import model
 from authz.errors import StoreUnavailable
@@ -31,6 +31,7 @@ from authz.tables import (
     firms,
     grants,
     metadata,
+    policy_events,
     users,
 )
 
@@ -277,6 +278,10 @@ class Tx:
             siret=row.siret, name=row.name, admins=tuple(self.admins(siret)), created_at=row.created_at
         )
 
+    def linked_companies(self) -> list[str]:
+        """Every registered company, sorted (for impact reports over the whole store)."""
+        return [row[0] for row in self.conn.execute(select(companies.c.siret).order_by(companies.c.siret))]
+
     def company_names(self, sirets: Iterable[str]) -> dict[str, str]:
         rows = self.conn.execute(select(companies.c.siret, companies.c.name).where(companies.c.siret.in_(_in_list(sirets))))
         return {row.siret: row.name for row in rows}
@@ -455,6 +460,15 @@ class Tx:
             update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
         )
         return result.rowcount > 0
+
+    def claim_policy_event(self, key: str, now: datetime) -> bool:
+        """Record a policy event once across processes; False if another got there first."""
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(insert(policy_events).values(key=key, at=now))
+        except IntegrityError:
+            return False
+        return True
 
     # ---- audit --------------------------------------------------------------------------
 

@@ -192,5 +192,15 @@ audit_log = Table(
 )
 
 
+# One row per policy change seen by the file watchers: every worker notices the same
+# edit, and only the first to record it writes the audit record.
+policy_events = Table(
+    "policy_events",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)

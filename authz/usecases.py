@@ -91,13 +91,13 @@ class Management:
     def get_company(self, ctx: Context, siret: str) -> model.CompanyRecord:
         now = self.clock()
         with self.db.transaction(write=False) as tx:
-            self._require(self.policy(), self._acting(tx, ctx, now), "read", model.Company(siret))
+            self._require(self.policy(), self._acting(tx, ctx, now), "read", model.CompanySpace(siret))
             return tx.company(siret)
 
     def add_admin(self, ctx: Context, siret: str, email: str) -> model.CompanyRecord:
         now = self.clock()
         with self.db.transaction() as tx:
-            self._require(self.policy(), self._acting(tx, ctx, now), "manage_admins", model.Company(siret))
+            self._require(self.policy(), self._acting(tx, ctx, now), "manage_admins", model.CompanySpace(siret))
             tx.company_exists(siret, lock=True)
             if not tx.add_admin(siret, email, now):
                 raise Conflict("this person is already an admin of the company", code="already_admin")
@@ -107,7 +107,7 @@ class Management:
     def remove_admin(self, ctx: Context, siret: str, email: str) -> model.CompanyRecord:
         now = self.clock()
         with self.db.transaction() as tx:
-            self._require(self.policy(), self._acting(tx, ctx, now), "manage_admins", model.Company(siret))
+            self._require(self.policy(), self._acting(tx, ctx, now), "manage_admins", model.CompanySpace(siret))
             tx.company_exists(siret, lock=True)  # serialises concurrent removals
             admins = tx.admins(siret)
             if email not in admins:
@@ -131,12 +131,13 @@ class Management:
         now = self.clock()
         engine = self.policy()
         with self.db.transaction() as tx:
-            self._require(engine, self._acting(tx, ctx, now), "designate", model.Company(siret))
+            self._require(engine, self._acting(tx, ctx, now), "designate", model.CompanySpace(siret))
             scope = self._scope(engine, scope, delegation=True)
             self._future(ends_at, now)
             tx.company_exists(siret, lock=True)
             for firm in tx.user_facts(manager_email, now.timestamp()).manages:
-                if tx.active_delegation(siret, firm):
+                current = tx.active_delegation(siret, firm)
+                if current is not None and delegation_status(current, now) == model.LinkStatus.ACTIVE:
                     raise Conflict(
                         "this firm already holds an active delegation from the company; change it instead",
                         {"firm": firm},
@@ -174,7 +175,7 @@ class Management:
     def list_delegations(self, ctx: Context, siret: str) -> list[model.DelegationRecord]:
         now = self.clock()
         with self.db.transaction(write=False) as tx:
-            self._require(self.policy(), self._acting(tx, ctx, now), "list_delegations", model.Company(siret))
+            self._require(self.policy(), self._acting(tx, ctx, now), "list_delegations", model.CompanySpace(siret))
             return [delegation_record(row, now) for row in tx.delegations_of_company(siret)]
 
     def activate(self, ctx: Context, token: str, firm_siret: str, firm_name: str) -> model.DelegationRecord:
@@ -196,19 +197,32 @@ class Management:
                 tx.insert_firm(firm_siret, firm_name, user.email, now)
             else:
                 self._require(engine, user, "activate_into", model.Firm(firm.siret, firm.manager_email))
-            if tx.active_delegation(row.company_siret, firm_siret, lock=True):
-                raise Conflict(
-                    "the firm already holds an active delegation from this company",
-                    code="delegation_exists",
-                )
+            closed = self._close_if_lapsed(tx, tx.active_delegation(row.company_siret, firm_siret, lock=True), now)
             tx.update_delegation(
                 row.id, status=model.LinkStatus.ACTIVE, firm_siret=firm_siret, activated_at=now, updated_at=now
             )
             audit.record(
                 tx, ctx, now, "delegation.activate", company=row.company_siret, firm=firm_siret,
-                subject=user.email, target=row.id, firm_created=firm is None,
+                subject=user.email, target=row.id, firm_created=firm is None, lapsed_closed=closed,
             )
             return delegation_record(tx.delegation_row(row.id), now)
+
+    @staticmethod
+    def _close_if_lapsed(tx: Tx, current, now: datetime) -> str | None:
+        """Refuse a second live delegation for a pair; close the old one if it has lapsed.
+
+        A lapsed delegation still reads ``active`` in storage (its end date did the
+        work), and the one-active-per-pair index would refuse the new one.
+        """
+        if current is None:
+            return None
+        if delegation_status(current, now) == model.LinkStatus.ACTIVE:
+            raise Conflict(
+                "the firm already holds an active delegation from this company",
+                code="delegation_exists",
+            )
+        tx.update_delegation(current.id, status=model.LinkStatus.EXPIRED, updated_at=now)
+        return current.id
 
     def _delegation(self, tx: Tx, ctx: Context, now: datetime, delegation_id: str, action: str, lock: bool = False):
         row = tx.delegation_row(delegation_id, lock=lock)
@@ -352,8 +366,17 @@ class Management:
             if not tx.is_collaborator(firm_siret, collaborator):
                 raise Conflict("this person is not a collaborator of the firm", code="not_a_collaborator")
             self._grantable(engine, tx, user, firm_siret, company, scope)
-            if tx.active_grant(firm_siret, collaborator, company):
-                raise Conflict("this collaborator already has a grant on this company; change it instead", code="grant_exists")
+            current = tx.active_grant(firm_siret, collaborator, company)
+            closed = None
+            if current is not None:
+                if grant_record(current, now).status == model.LinkStatus.ACTIVE:
+                    raise Conflict(
+                        "this collaborator already has a grant on this company; change it instead",
+                        code="grant_exists",
+                    )
+                # A lapsed grant still reads active in storage; close it so the new one fits.
+                tx.update_grant(current.id, status=model.LinkStatus.EXPIRED, updated_at=now)
+                closed = current.id
             grant_id = new_id()
             try:
                 tx.insert_grant(
@@ -365,7 +388,7 @@ class Management:
                 raise Conflict("this grant conflicts with another change", code="grant_exists") from exc
             audit.record(
                 tx, ctx, now, "grant.create", company=company, firm=firm_siret, subject=collaborator,
-                target=grant_id, scope=scope, ends_at=_iso(ends_at),
+                target=grant_id, scope=scope, ends_at=_iso(ends_at), lapsed_closed=closed,
             )
             return grant_record(tx.grant_row(grant_id), now)
 
@@ -448,7 +471,7 @@ class Management:
             if not may_read_all:
                 if not company:
                     raise InvalidInput("give the company whose log you want", {"company": ["required"]})
-                self._require(self.policy(), self._acting(tx, ctx, now), "read_audit", model.Company(company))
+                self._require(self.policy(), self._acting(tx, ctx, now), "read_audit", model.CompanySpace(company))
             return tx.audit(company, user, since, after_id, limit)
 
 

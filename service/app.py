@@ -12,10 +12,11 @@ from flask import Flask, g, request
 
 from authz.decisions import Decisions
 from authz.engine import LoadedPolicy
+from authz.policy import PolicyAdmin
 from authz.store import Database
 from authz.tables import utcnow
 from authz.usecases import Management
-from service import authzen, config, errors, manage, ops
+from service import authzen, config, errors, manage, ops, policy_admin
 
 REQUEST_ID_MAX = 200
 
@@ -28,6 +29,7 @@ class Services:
     policy: LoadedPolicy
     management: Management
     decisions: Decisions
+    policy_admin: PolicyAdmin
 
 
 def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = utcnow) -> Flask:
@@ -45,6 +47,7 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
         policy=policy,
         management=Management(db, policy, clock=clock, activation_ttl=app.config["AUTHZ_ACTIVATION_TTL"]),
         decisions=Decisions(db, policy, clock=clock),
+        policy_admin=PolicyAdmin(db, policy, clock=clock),
     )
 
     @app.before_request
@@ -60,7 +63,7 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
         return response
 
     errors.register(app)
-    for blueprint in (authzen.bp, manage.bp, ops.bp):
+    for blueprint in (authzen.bp, manage.bp, ops.bp, policy_admin.bp):
         app.register_blueprint(blueprint)
     logging.getLogger("authz").setLevel(logging.INFO)
     return app

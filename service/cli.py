@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from authz import tokens
 from authz.decisions import Decisions
 from authz.demo import load_demo
-from authz.engine import LoadedPolicy
+from authz.engine import LoadedPolicy, policy_version, read_policy
 from authz.errors import AuthzError
 from authz.identifiers import normalize_email
 from authz.model import KeyRole
@@ -169,3 +170,74 @@ def _describe(link) -> str:
     if link.detail:
         parts.append(f"({link.detail})")
     return " ".join(parts)
+
+
+# ---- policy administration ------------------------------------------------------------------
+
+
+@main.group()
+def policy() -> None:
+    """Check, test and measure policy drafts before they go live."""
+
+
+def _print_problems(problems) -> None:
+    for problem in problems:
+        where = ":".join(str(part) for part in (problem.file, problem.line, problem.column) if part is not None)
+        click.echo(f"{where or '<policy>'}: {problem.message}")
+
+
+@policy.command("check")
+@click.argument("folder", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def policy_check(folder: Path) -> None:
+    """Compile the policy in FOLDER without applying it; list errors as file:line:column."""
+    from authz.policy import check_draft
+
+    try:
+        problems = check_draft(read_policy(folder))
+    except AuthzError as exc:
+        raise click.ClickException(exc.message) from exc
+    if problems:
+        _print_problems(problems)
+        sys.exit(1)
+    click.echo(f"policy in {folder} is valid (version {policy_version(read_policy(folder))})")
+
+
+@policy.command("test")
+@click.argument("folder", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def policy_test(folder: Path) -> None:
+    """Run the decision tables in FOLDER/policies/tests against the policy in FOLDER."""
+    from authz.engine import Engine, PolicyRejected
+    from authz.policy_tests import format_report, run_policy_tests
+
+    try:
+        engine = Engine(folder)
+    except PolicyRejected as exc:
+        _print_problems(exc.problems)
+        sys.exit(1)
+    report = run_policy_tests(engine, folder / "policies" / "tests")
+    click.echo(format_report(report))
+    sys.exit(0 if report.ok else 1)
+
+
+@policy.command("impact")
+@click.argument("draft", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--limit", default=50, show_default=True, help="Changes to list (counts are always complete).")
+def policy_impact(draft: Path, limit: int) -> None:
+    """Who gains and who loses which right, under the DRAFT folder's policy, over the current data."""
+    from authz.engine import PolicyRejected
+    from authz.policy import PolicyAdmin
+
+    settings = _settings()
+    admin = PolicyAdmin(_database(settings), LoadedPolicy(settings["AUTHZ_POLICY_DIR"]))
+    try:
+        found = admin.impact_of_draft(read_policy(draft))
+    except PolicyRejected as exc:
+        _print_problems(exc.problems)
+        sys.exit(1)
+    click.echo(f"checked {found.pairs_checked} (user, company) pairs: "
+               f"{len(found.gained)} rights gained, {len(found.lost)} lost")
+    for label, changes in (("+", found.gained), ("-", found.lost)):
+        for change in changes[:limit]:
+            click.echo(f"  {label} {change.user} {change.right} {change.company}")
+        if len(changes) > limit:
+            click.echo(f"  {label} ... and {len(changes) - limit} more")

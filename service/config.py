@@ -59,6 +59,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Search page sizes: default when page.limit is absent, and the largest allowed.
         "AUTHZ_DEFAULT_PAGE_SIZE": _int(env, "AUTHZ_DEFAULT_PAGE_SIZE", 1000),
         "AUTHZ_MAX_PAGE_SIZE": _int(env, "AUTHZ_MAX_PAGE_SIZE", 10000),
+        # How often each server worker looks for edited policy files (0: never).
+        "AUTHZ_POLICY_WATCH_SECONDS": _int(env, "AUTHZ_POLICY_WATCH_SECONDS", 2, minimum=0),
         # Base URL advertised in /.well-known/authzen-configuration (default: the request's).
         "AUTHZ_PUBLIC_URL": env.get("AUTHZ_PUBLIC_URL") or None,
     }

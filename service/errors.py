@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from authz import errors
+from authz.engine import PolicyRejected
 
 log = logging.getLogger("authz.service")
 
@@ -18,6 +19,7 @@ STATUS = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.Gone: 410,
+    PolicyRejected: 422,
     errors.PolicyError: 503,
     errors.StoreUnavailable: 503,
 }

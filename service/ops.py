@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from service import schemas
-from service.http import api_doc, requires, services
+from service.http import api_doc, services
 from service.openapi import build_spec, docs_page
 
 bp = Blueprint("ops", __name__)
@@ -42,14 +42,3 @@ def openapi():
 @bp.get("/docs")
 def docs():
     return docs_page(_spec()), 200, {"Content-Type": "text/html; charset=utf-8"}
-
-
-@bp.get("/v1/policy")
-@requires("policy")
-@api_doc("The loaded policy: version, files, load time, rights", response=schemas.PolicySchema, errors=(401, 403))
-def policy():
-    info = services().policy().info
-    return jsonify(schemas.PolicySchema().dump({
-        "version": info.version, "files": list(info.files), "loaded_at": info.loaded_at,
-        "rights": list(info.rights), "delegable": sorted(info.delegable),
-    }))

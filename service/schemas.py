@@ -382,3 +382,52 @@ class PolicySchema(Schema):
     loaded_at = fields.AwareDateTime(dump_only=True)
     rights = fields.List(fields.String(), dump_only=True)
     delegable = fields.List(fields.String(), dump_only=True)
+
+
+# ---- policy administration -------------------------------------------------------------------
+
+
+class PolicyDraftSchema(Strict):
+    files = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class ProblemSchema(Schema):
+    file = fields.String(allow_none=True)
+    line = fields.Integer(allow_none=True)
+    column = fields.Integer(allow_none=True)
+    message = fields.String()
+
+
+class ValidationReportSchema(Schema):
+    valid = fields.Boolean(dump_only=True)
+    errors = fields.List(fields.Nested(ProblemSchema), dump_only=True)
+
+
+class ReloadSchema(Schema):
+    accepted = fields.Boolean(dump_only=True)
+    old_version = fields.String(dump_only=True)
+    version = fields.String(dump_only=True)
+
+
+class ChangeSchema(Schema):
+    user = fields.String(dump_only=True)
+    right = fields.String(dump_only=True)
+    company = fields.String(dump_only=True)
+
+
+class ImpactCountsSchema(Schema):
+    gained = fields.Integer(dump_only=True)
+    lost = fields.Integer(dump_only=True)
+    pairs_checked = fields.Integer(dump_only=True)
+
+
+class ImpactSchema(Schema):
+    counts = fields.Nested(ImpactCountsSchema, dump_only=True)
+    gained = fields.List(fields.Nested(ChangeSchema), dump_only=True)
+    lost = fields.List(fields.Nested(ChangeSchema), dump_only=True)
+
+
+class DelegationImpactRequestSchema(Strict):
+    """A proposed change: a narrower scope, or ``scope: null`` for a revocation."""
+
+    scope = fields.List(fields.String(validate=validate.Length(min=1, max=64)), allow_none=True, required=True)

@@ -15,9 +15,15 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        from authz.policy import PolicyWatcher
         from service.app import create_app
 
-        return create_app()
+        app = create_app()
+        interval = app.config["AUTHZ_POLICY_WATCH_SECONDS"]
+        if interval:
+            # Each worker watches on its own, so every process converges on the new policy.
+            PolicyWatcher(app.extensions["authz"].policy_admin, interval).start()
+        return app
 
 
 def run(host: str, port: int, workers: int) -> None:

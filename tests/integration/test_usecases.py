@@ -25,14 +25,15 @@ from tests.support import (
     MANAGER,
     MARTIN,
     OTHER_ADMIN,
-    RIVAL,
     RIVAL_MANAGER,
     STRANGER,
     as_user,
+    siret,
 )
 
 DELEGATED = ("conges", "cotisations", "declarations")
 GRANTED = ("cotisations", "declarations")
+UNREGISTERED = siret(3_0000_0000_0001)
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -279,6 +280,16 @@ def test_used_activation_link_is_gone(management, db, portal):
     register(management, portal)
     designation = designate(management)
     activate(management, designation)
+    with refused(db, Gone, "token_used"):
+        activate(management, designation)
+
+
+def test_withdrawn_designation_link_is_gone(management, db, portal):
+    register(management, portal)
+    designation = designate(management)
+    ctx = as_user(ADMIN, "req-withdraw")
+    with one_audit_record(db, "delegation.revoke", ctx):
+        management.revoke_delegation(ctx, designation.delegation.id)
     with refused(db, Gone, "token_used"):
         activate(management, designation)
 
@@ -625,7 +636,7 @@ def test_decide_names_the_rule_that_allowed(management, decisions, portal, who, 
     "who,       right,          company,  reason",
     [
         (ADMIN,     "paie",         DUPONT,   "unknown_right"),
-        (ADMIN,     "declarations", RIVAL,    "unknown_company"),
+        (ADMIN,     "declarations", UNREGISTERED, "unknown_company"),
         (STRANGER,  "declarations", DUPONT,   "no_link"),
         (COLLAB,    "conges",       DUPONT,   "grant_out_of_scope"),
         (MANAGER,   "salaries",     DUPONT,   "delegation_out_of_scope"),
