@@ -1,0 +1,54 @@
+"""Fixtures for the end-to-end tests: empty databases the console script sets up itself.
+
+Unlike the other suites, nothing here creates the schema: `authz db upgrade` must.
+On PostgreSQL each use gets its own database, created next to the session's
+``postgres_url`` one and dropped afterwards, so the schema really starts from nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.e2e.harness import Cli, environment
+
+
+def _blank_postgres(session_url: str):
+    """Yield the URL of a new, empty PostgreSQL database on the session's server; drop it after."""
+    server = make_url(session_url)
+    name = f"authz_e2e_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server.set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def blank_database_url(request, tmp_path_factory):
+    """An empty database without any table: a SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('e2e-sqlite') / 'authz.sqlite3'}"
+    else:
+        yield from _blank_postgres(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A SQLite file that does not exist yet."""
+    return f"sqlite:///{tmp_path / 'authz.sqlite3'}"
+
+
+@pytest.fixture
+def cli(tmp_path, sqlite_url) -> Cli:
+    """`authz` on a fresh SQLite file, run from a directory outside the project."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    return Cli(environment(sqlite_url), workdir)
