@@ -47,13 +47,17 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or update the schema on AUTHZ_DATABASE_URL."""
-    settings = _settings()
-    database = _database(settings)
+    from sqlalchemy.engine import make_url
+
+    from authz import migrate
+
+    url = _settings()["AUTHZ_DATABASE_URL"]
     try:
-        database.create_schema()
+        migrate.upgrade(url)
     except Exception as exc:  # noqa: BLE001 - report any driver error plainly
-        raise click.ClickException(f"could not create the schema: {exc}") from exc
-    click.echo(f"schema up to date on {database.engine.url.render_as_string(hide_password=True)}")
+        raise click.ClickException(f"could not upgrade the schema: {exc}") from exc
+    shown = make_url(url).render_as_string(hide_password=True)
+    click.echo(f"schema up to date (revision {migrate.head()}) on {shown}")
 
 
 # ---- API keys ----------------------------------------------------------------------------
@@ -99,7 +103,9 @@ def demo() -> None:
     """Load the demo story (idempotent)."""
     settings = _settings()
     database = _database(settings)
-    database.create_schema()
+    from authz import migrate
+
+    migrate.upgrade(settings["AUTHZ_DATABASE_URL"])
     summary = load_demo(Management(database, LoadedPolicy(settings["AUTHZ_POLICY_DIR"])))
     click.echo("demo loaded:" if summary.loaded else "demo already loaded:")
     for line in summary.lines:
