@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from authz.policy import PolicyAdmin
 from authz.store import Database
 from authz.tables import utcnow
 from authz.usecases import Management
-from service import authzen, config, errors, manage, ops, policy_admin
+from service import authzen, config, errors, manage, observability, ops, policy_admin
 
 REQUEST_ID_MAX = 200
 
@@ -65,5 +64,5 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
     errors.register(app)
     for blueprint in (authzen.bp, manage.bp, ops.bp, policy_admin.bp):
         app.register_blueprint(blueprint)
-    logging.getLogger("authz").setLevel(logging.INFO)
+    observability.install(app)
     return app

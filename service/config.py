@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -10,6 +11,7 @@ from pathlib import Path
 from authz.store import DEFAULT_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(ValueError):
@@ -27,6 +29,14 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _level(env: Mapping[str, str], name: str, default: str) -> int:
+    """A logging level given by name (any case), as the number ``logging`` uses."""
+    raw = env.get(name) or default
+    if raw.strip().upper() not in LOG_LEVELS:
+        raise ConfigError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return logging.getLevelNamesMapping()[raw.strip().upper()]
 
 
 def _policy_dir(env: Mapping[str, str]) -> Path:
@@ -63,4 +73,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "AUTHZ_POLICY_WATCH_SECONDS": _int(env, "AUTHZ_POLICY_WATCH_SECONDS", 2, minimum=0),
         # Base URL advertised in /.well-known/authzen-configuration (default: the request's).
         "AUTHZ_PUBLIC_URL": env.get("AUTHZ_PUBLIC_URL") or None,
+        # Level of the service's JSON log lines on stderr (one per request, at INFO).
+        "AUTHZ_LOG_LEVEL": _level(env, "AUTHZ_LOG_LEVEL", "INFO"),
+        # Level of the one line per decision (DEBUG: quiet under the default AUTHZ_LOG_LEVEL).
+        "AUTHZ_DECISION_LOG_LEVEL": _level(env, "AUTHZ_DECISION_LOG_LEVEL", "INFO"),
     }

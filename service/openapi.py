@@ -20,6 +20,7 @@ ERROR_TEXT = {
     410: "Activation link used or expired",
     413: "Body too large",
     415: "Body is not JSON",
+    422: "Policy draft refused (errors with file, line, column)",
     503: "Database or policy unavailable; nothing was decided or changed",
 }
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 from gunicorn.app.base import BaseApplication
+
+# prometheus_client's multiprocess mode: every worker writes its samples in this folder,
+# and /metrics adds them up. prometheus_client reads it when first imported, so it is set
+# in the master before any worker forks (the master itself never imports the app).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class _Gunicorn(BaseApplication):
@@ -26,13 +35,29 @@ class _Gunicorn(BaseApplication):
         return app
 
 
+def _child_exit(server, worker) -> None:
+    """In the master, after a worker exits: drop its live-gauge files (its counts stay)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def run(host: str, port: int, workers: int) -> None:
-    _Gunicorn({
-        "bind": f"{host}:{port}",
-        "workers": workers,
-        "worker_class": "sync",
-        "preload_app": False,  # no database pool or oso instance shared across a fork
-        "accesslog": "-",
-        "timeout": 30,
-        "graceful_timeout": 10,
-    }).run()
+    master = os.getpid()
+    # Fresh for each run: samples left by an earlier server would be added to this one's.
+    metrics_dir = tempfile.mkdtemp(prefix="authz-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        _Gunicorn({
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "worker_class": "sync",
+            "preload_app": False,  # no database pool or oso instance shared across a fork
+            # no gunicorn access log: service/observability.py writes one JSON line per request
+            "timeout": 30,
+            "graceful_timeout": 10,
+            "child_exit": _child_exit,
+        }).run()
+    finally:
+        if os.getpid() == master:  # a worker leaving through here must not remove it
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -392,7 +392,7 @@ def test_firm_holds_delegable_rights_of_its_delegation_in_force(engine, firm, ri
 
 # ---- API keys -----------------------------------------------------------------------------------
 
-AREAS = ("decide", "manage", "explain", "audit_all", "policy")
+AREAS = ("decide", "manage", "explain", "audit_all", "policy", "metrics")
 KEY_GRID = {
     "pep":    {"decide"},
     "portal": {"decide", "manage", "explain"},
@@ -403,7 +403,7 @@ KEY_GRID = {
 @pytest.mark.parametrize(
     "role,      area,        expected",
     [(role, area, area in KEY_GRID[role]) for role in KEY_GRID for area in AREAS]
-    + [("admin", "metrics", False), ("root", "decide", False)],
+    + [("admin", "billing", False), ("root", "decide", False)],
 )
 def test_api_key_role_opens_its_areas_only(engine, role, area, expected):
     assert engine.allows(ApiKey(f"{role}-key", role), "call", area) is expected

@@ -1,0 +1,270 @@
+"""Observability: Prometheus metrics at ``/metrics`` and JSON log lines.
+
+Everything is recorded from two request hooks that read the finished request and its
+response, so the views carry no metric or logging code:
+
+* one log line per request (request id, caller key name, endpoint, method, status,
+  latency) on the ``authz.access`` logger, and one per decision (subject id, action,
+  resource id, decision, reason) on ``authz.decision`` at ``AUTHZ_DECISION_LOG_LEVEL``;
+  headers and bodies are never logged, so neither API keys nor activation tokens are;
+* the metrics: decisions (each item of a batch), request latency by endpoint name and
+  status, search result sizes, database errors (503 ``store_unavailable``), and the
+  policy version in service, read at scrape time so that it follows reloads.
+
+Under gunicorn, ``service/server.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
+folder before the workers fork; each worker then writes its samples there and a scrape,
+whichever worker answers it, adds up every worker's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app, g, has_request_context, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import InfoMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from authz.engine import LoadedPolicy
+from authz.errors import StoreUnavailable
+from service.http import api_doc, requires
+
+try:  # python-json-logger >= 3.1
+    from pythonjsonlogger.json import JsonFormatter
+except ImportError:  # pragma: no cover - python-json-logger 3.0
+    from pythonjsonlogger.jsonlogger import JsonFormatter
+
+bp = Blueprint("observability", __name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+EXTENSION = "authz_metrics"
+UNMATCHED = "unmatched"  # the endpoint label of requests no route matched (never the raw path)
+DECISION_ENDPOINTS = ("authzen.evaluation", "authzen.evaluations")
+SEARCH_KINDS = {
+    "authzen.search_subject": "subject",
+    "authzen.search_resource": "resource",
+    "authzen.search_action": "action",
+}
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SIZE_BUCKETS = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
+
+access_log = logging.getLogger("authz.access")
+decision_log = logging.getLogger("authz.decision")
+log = logging.getLogger("authz.observability")
+
+
+# ---- metrics ------------------------------------------------------------------------------
+
+
+class PolicyInfo(Collector):
+    """``authz_policy_info{version="..."} 1``: the version in service when scraped."""
+
+    def __init__(self, policy: LoadedPolicy):
+        self._policy = policy
+
+    def collect(self) -> Iterator[InfoMetricFamily]:
+        yield InfoMetricFamily("authz_policy", "The policy in service in the answering process",
+                               value={"version": self._policy().version})
+
+
+class Metrics:
+    """One app's metrics; ``exposition`` renders them (every worker's, in multiprocess mode)."""
+
+    def __init__(self, policy: LoadedPolicy, multiprocess: bool):
+        self.multiprocess = multiprocess
+        self.policy_info = PolicyInfo(policy)
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "authz_decisions", "Access decisions, one per evaluation item", ["endpoint", "result"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "authz_request_duration_seconds", "Time to answer a request, by Flask endpoint and status",
+            ["endpoint", "status"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.search_results = Histogram(
+            "authz_search_results", "Results found by a search (all pages), by kind", ["kind"],
+            buckets=SIZE_BUCKETS, registry=self.registry,
+        )
+        self.database_errors = Counter(
+            "authz_database_errors", "Requests refused with 503 because the database was unavailable",
+            registry=self.registry,
+        )
+        self.registry.register(self.policy_info)
+        # Series that exist from the start, so rates and alerts work before the first event.
+        for endpoint in DECISION_ENDPOINTS:
+            for result in ("allow", "deny"):
+                self.decisions.labels(endpoint, result)
+        for kind in SEARCH_KINDS.values():
+            self.search_results.labels(kind)
+
+    def exposition(self) -> bytes:
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(self.policy_info)
+        return generate_latest(registry)
+
+
+@bp.get("/metrics")
+@requires("metrics")
+@api_doc("Prometheus metrics (text exposition format), added up over every server worker", errors=(401, 403))
+def metrics():
+    return Response(current_app.extensions[EXTENSION].exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+# ---- logging ------------------------------------------------------------------------------
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Write to whatever ``sys.stderr`` is at the time (as ``logging.lastResort`` does)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+class _RequestId(logging.Filter):
+    """Give every line logged while answering a request that request's id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id") and has_request_context():
+            record.request_id = g.get("request_id")
+        return True
+
+
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",
+        json_ensure_ascii=False,
+    )
+
+
+def configure_logging(level: int) -> None:
+    """JSON lines on stderr for the ``authz`` loggers; the handler is added once per process.
+
+    Records still propagate to the root logger, which gunicorn leaves without handlers
+    (so each event is written once) and where test tools such as ``caplog`` listen.
+    """
+    logger = logging.getLogger("authz")
+    if not any(isinstance(handler, _CurrentStderr) for handler in logger.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(json_formatter())
+        handler.addFilter(_RequestId())
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+# ---- the request hooks --------------------------------------------------------------------
+
+
+def _started() -> None:
+    g.observability_started = time.perf_counter()
+
+
+def _finished(response: Response) -> Response:
+    started = g.pop("observability_started", None)
+    elapsed = time.perf_counter() - started if started is not None else 0.0
+    try:
+        _record(response, elapsed)
+    except Exception:  # noqa: BLE001 - observing must never turn an answer into an error
+        log.exception("could not record the request's metrics or log")
+    return response
+
+
+def _record(response: Response, elapsed: float) -> None:
+    metrics: Metrics = current_app.extensions[EXTENSION]
+    endpoint = request.endpoint or UNMATCHED
+    status = response.status_code
+    metrics.latency.labels(endpoint, str(status)).observe(elapsed)
+    if status == 503 and _error_code(response) == StoreUnavailable.code:
+        metrics.database_errors.inc()
+    if status == 200 and endpoint in DECISION_ENDPOINTS:
+        _decisions(metrics, endpoint, response)
+    elif status == 200 and endpoint in SEARCH_KINDS:
+        page = (response.get_json(silent=True) or {}).get("page") or {}
+        if isinstance(page.get("total"), int):
+            metrics.search_results.labels(SEARCH_KINDS[endpoint]).observe(page["total"])
+    key = g.get("api_key")
+    access_log.info("%s %s %s", request.method, endpoint, status, extra={
+        "request_id": g.get("request_id"),
+        "key": key.name if key is not None else None,
+        "endpoint": endpoint,
+        "method": request.method,
+        "status": status,
+        "latency_ms": round(elapsed * 1000, 3),
+    })
+
+
+def _error_code(response: Response) -> str | None:
+    body = response.get_json(silent=True)
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _decisions(metrics: Metrics, endpoint: str, response: Response) -> None:
+    """Count (and log) every decision of an evaluation answer: one, or one per item."""
+    payload = response.get_json(silent=True) or {}
+    answers = payload["evaluations"] if "evaluations" in payload else [payload]
+    for answer in answers:
+        metrics.decisions.labels(endpoint, "allow" if answer.get("decision") is True else "deny").inc()
+    level = current_app.config["AUTHZ_DECISION_LOG_LEVEL"]
+    if not decision_log.isEnabledFor(level):
+        return  # spare re-reading the request
+    key = g.get("api_key")
+    # Answers follow the questions in order; a batch may stop early (evaluations_semantic).
+    for question, answer in zip(_questions(request.get_json(force=True, silent=True)), answers):
+        decision_log.log(level, "decision", extra={
+            "request_id": g.get("request_id"),
+            "key": key.name if key is not None else None,
+            "endpoint": endpoint,
+            "subject_id": _entity(question, "subject", "id"),
+            "action": _entity(question, "action", "name"),
+            "resource_id": _entity(question, "resource", "id"),
+            "decision": "allow" if answer.get("decision") is True else "deny",
+            "reason": (answer.get("context") or {}).get("reason"),
+        })
+
+
+def _questions(body) -> list[dict]:
+    """The questions of an evaluation(s) body: items take the top-level values as defaults."""
+    if not isinstance(body, dict):
+        return []
+    items = body.get("evaluations") or [body]
+    return [
+        {name: item.get(name, body.get(name)) for name in ("subject", "action", "resource")}
+        for item in items if isinstance(item, dict)
+    ]
+
+
+def _entity(question: dict, name: str, field: str):
+    entity = question.get(name)
+    return entity.get(field) if isinstance(entity, dict) else None
+
+
+# ---- installation -------------------------------------------------------------------------
+
+
+def install(app: Flask) -> None:
+    """Configure logging for this process, and add the metrics, the hooks and ``/metrics``."""
+    configure_logging(app.config["AUTHZ_LOG_LEVEL"])
+    multiprocess = MULTIPROC_ENV in os.environ  # as prometheus_client decides
+    app.extensions[EXTENSION] = Metrics(app.extensions["authz"].policy, multiprocess)
+    app.before_request(_started)
+    app.after_request(_finished)
+    app.register_blueprint(bp)

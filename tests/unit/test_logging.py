@@ -1,0 +1,172 @@
+"""Logs are JSON lines: one per request, one per decision at a configurable level, and
+never a secret (API keys, activation tokens, bodies)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from authz import tokens
+from service.app import create_app
+from service.config import ConfigError, from_env
+from tests.http.conftest import SECRETS, Api, question
+from tests.support import ADMIN, CABINET, DUPONT, MANAGER, ROOT, STRANGER
+
+
+@pytest.fixture
+def make_api(db, clock, monkeypatch):
+    """Build the app on the test database with these AUTHZ_* settings; return its client."""
+    with db.transaction() as tx:
+        for role, secret in SECRETS.items():
+            tx.insert_api_key(f"test-{role}", role, tokens.digest(secret), clock())
+    url = db.engine.url.render_as_string(hide_password=False)
+    built = []
+
+    def make(**settings: str) -> Api:
+        for name in ("AUTHZ_LOG_LEVEL", "AUTHZ_DECISION_LOG_LEVEL"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        app = create_app({"AUTHZ_DATABASE_URL": url, "TESTING": True}, clock=clock)
+        built.append(app)
+        return Api(app.test_client(), dict(SECRETS))
+
+    yield make
+    for app in built:
+        app.extensions["authz"].db.dispose()
+    logging.getLogger("authz").setLevel(logging.INFO)
+
+
+def json_lines(err: str) -> list[dict]:
+    """Every line the service logged: each must be one JSON object."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]
+    assert all(isinstance(record, dict) for record in parsed), lines
+    return parsed
+
+
+def of(records: list[dict], logger: str) -> list[dict]:
+    return [record for record in records if record.get("logger") == logger]
+
+
+def test_a_request_gives_one_json_line_with_its_facts(make_api, capsys):
+    api = make_api()
+    capsys.readouterr()
+    response = api.post("/access/v1/evaluation", key="pep", json=question(ADMIN, "compte", DUPONT),
+                        headers={"X-Request-ID": "req-log-1"})
+    assert response.status_code == 200
+    access = of(json_lines(capsys.readouterr().err), "authz.access")
+    assert len(access) == 1, access
+    line = access[0]
+    assert line["request_id"] == "req-log-1"
+    assert line["key"] == "test-pep"
+    assert line["endpoint"] == "authzen.evaluation"
+    assert line["method"] == "POST"
+    assert line["status"] == 200
+    assert isinstance(line["latency_ms"], int | float) and line["latency_ms"] >= 0
+    assert line["level"] == "INFO" and line["time"]
+
+
+def test_a_request_without_a_key_or_route_is_logged_too(make_api, capsys):
+    api = make_api()
+    capsys.readouterr()
+    api.get("/v1/companies/x", key=None)
+    api.get("/nothing/here", key=None)
+    first, second = of(json_lines(capsys.readouterr().err), "authz.access")
+    assert (first["key"], first["status"], first["endpoint"]) == (None, 401, "manage.get_company")
+    assert (second["endpoint"], second["status"]) == ("unmatched", 404)
+    assert first["request_id"] and second["request_id"] and first["request_id"] != second["request_id"]
+
+
+def test_keys_and_activation_tokens_never_reach_the_logs(make_api, capsys):
+    api = make_api(AUTHZ_LOG_LEVEL="DEBUG")
+    capsys.readouterr()
+    assert api.post("/v1/companies", key="portal",
+                    json={"siret": DUPONT, "name": "Maçonnerie Dupont", "admin_email": ADMIN}).status_code == 201
+    designation = api.post(f"/v1/companies/{DUPONT}/delegations", key="portal", user=ADMIN,
+                           json={"manager_email": MANAGER, "scope": ["compte"]})
+    assert designation.status_code == 201
+    token = designation.get_json()["activation"]["token"]
+    activated = api.post("/v1/activations", key="portal", user=MANAGER,
+                         json={"token": token, "firm_siret": CABINET, "firm_name": "Cabinet Legrand"})
+    assert activated.status_code == 200
+    api.post("/v1/activations", key="portal", user=MANAGER,  # replayed: refused, still not logged
+             json={"token": token, "firm_siret": CABINET, "firm_name": "Cabinet Legrand"})
+    api.post("/access/v1/evaluation", key="pep", json=question(MANAGER, "compte", DUPONT))
+    api.post("/access/v1/evaluation", key=None, headers={"Authorization": "Bearer wrong-secret-abc123"},
+             json=question(MANAGER, "compte", DUPONT))
+    err = capsys.readouterr().err
+    records = json_lines(err)
+    assert len(of(records, "authz.access")) == 6
+    for secret in (*SECRETS.values(), token, "wrong-secret-abc123", "Bearer"):
+        assert secret not in err, secret
+
+
+def test_decisions_are_logged_at_info_by_default(make_api, capsys):
+    api = make_api()
+    capsys.readouterr()
+    api.post("/access/v1/evaluation", key="pep", json=question(STRANGER, "compte", DUPONT),
+             headers={"X-Request-ID": "req-decision"})
+    (line,) = of(json_lines(capsys.readouterr().err), "authz.decision")
+    assert line["level"] == "INFO"
+    assert line["request_id"] == "req-decision"
+    assert line["key"] == "test-pep"
+    assert (line["subject_id"], line["action"], line["resource_id"]) == (STRANGER, "compte", DUPONT)
+    assert line["decision"] == "deny"
+    assert isinstance(line["reason"], str) and line["reason"]
+
+
+def test_each_decision_of_a_batch_is_logged_with_the_defaults_applied(make_api, capsys):
+    api = make_api()
+    capsys.readouterr()
+    body = {
+        "subject": {"type": "user", "id": STRANGER},
+        "resource": {"type": "company", "id": DUPONT},
+        "evaluations": [{"action": {"name": "compte"}}, {"action": {"name": "conges"}},
+                        {"resource": {"type": "organization", "id": "x"}, "action": {"name": "compte"}}],
+    }
+    assert api.post("/access/v1/evaluations", key="pep", json=body).status_code == 200
+    lines = of(json_lines(capsys.readouterr().err), "authz.decision")
+    assert [(line["subject_id"], line["action"], line["resource_id"]) for line in lines] == [
+        (STRANGER, "compte", DUPONT), (STRANGER, "conges", DUPONT), (STRANGER, "compte", "x"),
+    ]
+    assert lines[2]["reason"] == "unsupported_resource_type"
+
+
+def test_decision_log_level_debug_quiets_them(make_api, capsys):
+    api = make_api(AUTHZ_DECISION_LOG_LEVEL="debug")
+    capsys.readouterr()
+    api.post("/access/v1/evaluation", key="pep", json=question(STRANGER, "compte", DUPONT))
+    records = json_lines(capsys.readouterr().err)
+    assert of(records, "authz.decision") == []
+    assert len(of(records, "authz.access")) == 1
+
+    api = make_api(AUTHZ_DECISION_LOG_LEVEL="DEBUG", AUTHZ_LOG_LEVEL="DEBUG")
+    capsys.readouterr()
+    api.post("/access/v1/evaluation", key="pep", json=question(STRANGER, "compte", DUPONT))
+    (line,) = of(json_lines(capsys.readouterr().err), "authz.decision")
+    assert line["level"] == "DEBUG"
+
+
+def test_log_level_warning_silences_request_lines(make_api, capsys):
+    api = make_api(AUTHZ_LOG_LEVEL="WARNING")
+    capsys.readouterr()
+    api.post("/access/v1/evaluation", key="pep", json=question(STRANGER, "compte", DUPONT))
+    assert capsys.readouterr().err == ""
+
+
+def test_log_levels_default_to_info():
+    settings = from_env({"AUTHZ_POLICY_DIR": str(ROOT)})
+    assert settings["AUTHZ_LOG_LEVEL"] == logging.INFO
+    assert settings["AUTHZ_DECISION_LOG_LEVEL"] == logging.INFO
+    quiet = from_env({"AUTHZ_POLICY_DIR": str(ROOT), "AUTHZ_DECISION_LOG_LEVEL": "debug"})
+    assert quiet["AUTHZ_DECISION_LOG_LEVEL"] == logging.DEBUG
+
+
+@pytest.mark.parametrize("name", ["AUTHZ_LOG_LEVEL", "AUTHZ_DECISION_LOG_LEVEL"])
+@pytest.mark.parametrize("value", ["LOUD", "10", "info debug", "NOTSET"])
+def test_an_unknown_level_is_a_config_error_naming_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        from_env({"AUTHZ_POLICY_DIR": str(ROOT), name: value})
