@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from authz import model
 from authz.engine import Engine
-from authz.store import Database, Tx
+from authz.store import Database, Tx, delegation_fact
 from authz.tables import utcnow
 
 # Order in which an explanation prefers the rules that allowed.
@@ -42,7 +42,8 @@ class Decisions:
             if engine.allows(user, right, company):
                 return model.Decision(True, _first_rule(engine.rules_granting(user, right, company)))
             known = tx.company_exists(siret)
-        return model.Decision(False, _diagnose(engine, user, right, company, known).detail or "denied")
+            pending = _pending(tx, siret, email)
+        return model.Decision(False, _diagnose(engine, user, right, company, known, pending).detail or "denied")
 
     def decide_many(self, questions: list[tuple[str, str, str]], stop_on: bool | None = None) -> list[model.Decision]:
         """Answer questions in order; with ``stop_on`` set, stop after the first such answer."""
@@ -74,7 +75,7 @@ class Decisions:
         return [email for email in candidates if engine.allows(users[email], right, company)]
 
     def actions(self, email: str, siret: str) -> list[str]:
-        """The rights ``email`` holds on company ``siret``, in the policy's order."""
+        """The rights ``email`` holds on company ``siret``, sorted."""
         engine = self.policy()
         now = self.clock().timestamp()
         with self.db.transaction(write=False) as tx:
@@ -90,13 +91,19 @@ class Decisions:
         with self.db.transaction(write=False) as tx:
             user, company = self._facts(tx, email, siret, now)
             known = tx.company_exists(siret)
+            pending = _pending(tx, siret, email)
         company_link = model.Link("company", siret, holds=known, detail=None if known else "unknown_company")
         if engine.allows(user, right, company):
             rule = _first_rule(engine.rules_granting(user, right, company))
             chain = (company_link, *_allowing_chain(engine, rule, user, right, company))
             return model.Explanation(model.Decision(True, rule), rule, chain)
-        broken = _diagnose(engine, user, right, company, known)
+        broken = _diagnose(engine, user, right, company, known, pending)
         return model.Explanation(model.Decision(False, broken.detail or "denied"), None, (company_link,), broken)
+
+
+def _pending(tx: Tx, siret: str, email: str) -> list[model.Delegation]:
+    """Designations of ``email`` by ``siret`` still awaiting activation (only explained)."""
+    return [delegation_fact(row) for row in tx.pending_delegations_for(siret, email)]
 
 
 def _first_rule(rules: list[str]) -> str:
@@ -144,10 +151,10 @@ def _allowing_chain(engine: Engine, rule: str, user: model.User, right: str, com
     return ()
 
 
-def _link_problem(engine: Engine, link, right: str, now: float) -> str | None:
+def _link_problem(link, right: str, now: float) -> str | None:
     """Name what stops one link from carrying ``right`` (None: it carries it)."""
     if link.status != model.LinkStatus.ACTIVE:
-        return link.status  # pending or revoked
+        return link.status  # pending, revoked, or closed as expired
     if link.ends_at is not None and link.ends_at <= now:
         return "expired"
     if right not in link.scope:
@@ -155,31 +162,42 @@ def _link_problem(engine: Engine, link, right: str, now: float) -> str | None:
     return None
 
 
-def _diagnose(engine: Engine, user: model.User, right: str, company: model.Company, known: bool) -> model.Link:
-    """Find the first broken link on the most promising path to ``right``."""
+def _diagnose(
+    engine: Engine,
+    user: model.User,
+    right: str,
+    company: model.Company,
+    known: bool,
+    pending: list[model.Delegation],
+) -> model.Link:
+    """Find the first broken link on the most promising path to ``right``.
+
+    This only describes a denial the policy already gave; it never decides.
+    """
     if right not in engine.rights:
         return model.Link("right", right, False, detail="unknown_right")
     if not known:
         return model.Link("company", company.siret, False, detail="unknown_company")
-    paths = []
-    for firm in sorted(user.manages):
-        paths.append((None, firm))
-    for grant in company.grants:
-        if grant.collaborator == user.email and grant.firm in user.collaborates:
-            paths.append((grant, grant.firm))
-    if not paths:
-        return model.Link("user", user.email, False, detail="no_link")
+    paths = [(None, firm) for firm in sorted(user.manages)]
+    paths += [
+        (grant, grant.firm)
+        for grant in company.grants
+        if grant.collaborator == user.email and grant.firm in user.collaborates
+    ]
+    if paths and right not in engine.info.delegable:
+        return model.Link("right", right, False, detail="not_delegable")
     for grant, firm in paths:
         if grant is not None:
-            problem = _link_problem(engine, grant, right, user.now)
+            problem = _link_problem(grant, right, user.now)
             if problem:
                 return _grant_link(grant, False, f"grant_{problem}")
         delegations = [d for d in company.delegations if d.firm == firm]
-        if not delegations:
-            continue
-        if not engine.may_delegate(right):
-            return _delegation_link(delegations[-1], False, "not_delegable")
-        best = max(delegations, key=lambda d: (d.status == model.LinkStatus.ACTIVE, d.id))
-        problem = _link_problem(engine, best, right, user.now)
-        return _delegation_link(best, False, f"delegation_{problem or 'broken'}")
+        if delegations:
+            best = max(delegations, key=lambda d: (d.status == model.LinkStatus.ACTIVE, d.id))
+            problem = _link_problem(best, right, user.now)
+            return _delegation_link(best, False, f"delegation_{problem or 'broken'}")
+    if pending:
+        return _delegation_link(pending[-1], False, "delegation_pending")
+    if not paths:
+        return model.Link("user", user.email, False, detail="no_link")
     return model.Link("delegation", None, False, detail="no_delegation")

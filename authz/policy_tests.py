@@ -1,17 +1,32 @@
 """Run the decision tables policy admins keep beside the policy (``policies/tests/*.yaml``).
 
-A table describes a small world (people, companies, firms, delegations, grants) and
-the answers expected in it. Each table gets a fresh SQLite database holding exactly
-those rows, written directly so that a table can state a revoked or lapsed link as
-it is; every question then goes through ``Decisions``, the path the service answers
-with. A table thus pins the policy and the facts the store hands to it.
+A table describes a small world and the answers expected in it::
+
+    name: the collaborator holds what the firm holds       # one table per YAML document
+    now: 2026-03-02T09:00:00Z                              # optional, RFC 3339
+    people: {alice: alice@dupont.example, bruno: ..., chloe: ...}
+    companies: {dupont: {siret: "73214568900012", admins: [alice]}}
+    firms: {legrand: {siret: "44809123700017", manager: bruno, collaborators: [chloe]}}
+    delegations:    # status: pending | active | revoked; ends_at: RFC 3339 or +1d, -1h ...
+      dupont-legrand: {company: dupont, firm: legrand, status: active, scope: [compte]}
+    grants:         # status: active | revoked
+      chloe-dupont: {firm: legrand, collaborator: chloe, company: dupont, status: active, scope: [compte]}
+    expect:         # who/on: a fixture name, or an unknown e-mail / SIRET; why: optional note
+      - {who: chloe, on: dupont, allow: [compte], deny: [entreprise], why: ...}
+    searches:
+      - {resources: {who: bruno, right: compte}, expect: [dupont]}
+      - {subjects: {on: dupont, right: compte}, expect: [alice, bruno, chloe]}
+      - {actions: {who: chloe, on: dupont}, expect: [compte]}
+
+Its rows go straight into a fresh SQLite database, so a table can state a revoked
+or lapsed link as it is; every question then goes through ``Decisions``, the
+service's own path. A table thus pins the policy and the facts the store hands it.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,9 +51,12 @@ DEFAULT_NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 _SHIFT = re.compile(r"([+-])(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _TABLE_KEYS = ("now", "people", "companies", "firms", "delegations", "grants", "expect", "searches")
-_SEARCHES = {"resources": ("who", "right"), "subjects": ("on", "right"), "actions": ("who", "on")}
-_LABELS = {"resources": "companies where {who} holds {right}", "subjects": "who holds {right} on {on}",
-           "actions": "rights of {who} on {on}"}
+# search -> (what it asks, how a case reads)
+_SEARCHES = {
+    "resources": (("who", "right"), "companies where {who} holds {right}"),
+    "subjects": (("on", "right"), "who holds {right} on {on}"),
+    "actions": (("who", "on"), "rights of {who} on {on}"),
+}
 
 
 class TableError(Exception):
@@ -53,10 +71,11 @@ class _Loader(yaml.SafeLoader):
     """
 
     def construct_mapping(self, node, deep=False):
-        keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
-        for index, key in enumerate(keys):
-            if key in keys[:index]:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", node.start_mark)
+        seen = set()
+        for key in (key for key, _ in node.value if isinstance(key, yaml.ScalarNode)):
+            if key.value in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key.value!r}", key.start_mark)
+            seen.add(key.value)
         return super().construct_mapping(node, deep)
 
 
@@ -88,34 +107,36 @@ class TableResult:
         return self.error is None and all(case.passed for case in self.cases)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """One line to fix: a failed case or a table that could not run."""
+
+    file: str
+    table: str
+    message: str
+
+
 @dataclass
 class PolicyTestReport:
+    """Every table's result, with the counts a summary line needs."""
+
     tables: list[TableResult]
 
-    @property
-    def cases(self) -> list[CaseResult]:
-        return [case for table in self.tables for case in table.cases]
-
-    @property
-    def passed(self) -> int:
-        return sum(case.passed for case in self.cases)
-
-    @property
-    def failed(self) -> int:
-        return sum(not case.passed for case in self.cases)
-
-    @property
-    def errors(self) -> list[TableResult]:
-        return [table for table in self.tables if table.error]
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.tables) and all(table.ok for table in self.tables)
+    def __post_init__(self):
+        self.cases = [case for table in self.tables for case in table.cases]
+        self.passed = sum(case.passed for case in self.cases)
+        self.failed = len(self.cases) - self.passed
+        self.errors = [table for table in self.tables if table.error]
+        self.ok = bool(self.tables) and all(table.ok for table in self.tables)
+        self.failures = [Failure(table.file, table.name, table.error) for table in self.errors] + [
+            Failure(table.file, table.name, f"{table.name}: {case.label}: expected {case.expected}, got {case.actual}")
+            for table in self.tables for case in table.cases if not case.passed
+        ]
 
 
 @dataclass(frozen=True)
 class Table:
-    """One YAML document as read, checked only when run."""
+    """One YAML document as read; it is checked when run."""
 
     file: str
     name: str
@@ -166,10 +187,9 @@ def _named(where: str, value: object) -> dict:
 
 
 def _words(where: str, value: object) -> list[str]:
-    # Scopes are stored space-separated, so a right must be one word.
     if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
         raise TableError(f"{where}: expected a list of names, like [declarations, compte]")
-    if any(len(v.split()) != 1 for v in value or ()):
+    if any(len(v.split()) != 1 for v in value or ()):  # scopes are stored space-separated
         raise TableError(f"{where}: a name must be one word")
     return value or []
 
@@ -196,18 +216,6 @@ def _lookup(where: str, name: object, known: dict, kind: str):
     raise TableError(f"{where}: {name!r} is not in {kind}" + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
-@dataclass(frozen=True)
-class _Question:
-    label: str
-    expected: str
-    ask: Callable[[Decisions], tuple[bool, str, str | None]]  # -> passed, actual, reason
-    why: str | None
-
-    def run(self, decisions: Decisions) -> CaseResult:
-        passed, actual, reason = self.ask(decisions)
-        return CaseResult(self.label, self.expected, actual, passed, reason, self.why)
-
-
 class _World:
     """A table's fixtures as rows, and its questions; every name is resolved up front."""
 
@@ -215,8 +223,7 @@ class _World:
         spec = _fields("table", spec, ("name",), _TABLE_KEYS)
         self.now = _instant("now", spec["now"], DEFAULT_NOW) if spec.get("now") else DEFAULT_NOW
         self.people, self.companies, self.firms, self.managers = {}, {}, {}, {}
-        # Rows in insertion order, so every foreign key finds its target.
-        self.rows: list[tuple] = []
+        self.rows: list[tuple] = []  # (table, values) in an order every foreign key accepts
         for name, email in _named("people", spec.get("people")).items():
             self.people[name] = self._email(f"people.{name}", email)
             self.rows.append((t.users, {"email": self.people[name]}))
@@ -229,6 +236,8 @@ class _World:
                 self._link(kind, name, value)
         self.names = {v: k for k, v in (*self.people.items(), *self.companies.items())}
         expect, searches = spec.get("expect") or [], spec.get("searches") or []
+        if not isinstance(expect, list) or not isinstance(searches, list):
+            raise TableError("expect and searches must be lists of rows (each row starts with -)")
         self.questions = [q for i, row in enumerate(expect, 1) for q in self._expect(f"expect[{i}]", row)]
         self.questions += [self._search(f"searches[{i}]", item) for i, item in enumerate(searches, 1)]
         if not self.questions:
@@ -269,8 +278,8 @@ class _World:
 
     def _link(self, kind: str, name: str, value: object) -> None:
         where, grant = f"{kind}.{name}", kind == "grants"
-        value = _fields(where, value, ("company", "firm", *(("collaborator",) if grant else ()), "status"),
-                        ("scope", "ends_at"))
+        required = ("company", "firm", "collaborator", "status") if grant else ("company", "firm", "status")
+        value = _fields(where, value, required, ("scope", "ends_at"))
         statuses = ("active", "revoked") if grant else ("pending", "active", "revoked")
         if value["status"] not in statuses:
             raise TableError(f"{where}.status: {value['status']!r} is not one of {', '.join(statuses)}")
@@ -302,7 +311,7 @@ class _World:
             return value
         return _lookup(where, value, self.companies, "companies")
 
-    def _expect(self, where: str, row: object) -> list[_Question]:
+    def _expect(self, where: str, row: object) -> list[tuple]:
         row = _fields(where, row, ("who", "on"), ("allow", "deny", "why"))
         who, on = self._who(f"{where}.who", row["who"]), self._on(f"{where}.on", row["on"])
         allow, deny = _words(f"{where}.allow", row.get("allow")), _words(f"{where}.deny", row.get("deny"))
@@ -311,45 +320,46 @@ class _World:
         if set(allow) & set(deny):
             raise TableError(f"{where}: {sorted(set(allow) & set(deny))[0]!r} is both allowed and denied")
         return [
-            _Question(f"{row['who']}: {right} on {row['on']}", _verdict(expected),
-                      partial(_decide, who, right, on, expected), row.get("why"))
+            (f"{row['who']}: {right} on {row['on']}", _verdict(expected),
+             partial(_decide, who, right, on, expected), row.get("why"))
             for right, expected in [*((r, True) for r in allow), *((r, False) for r in deny)]
         ]
 
-    def _search(self, where: str, item: object) -> _Question:
+    def _search(self, where: str, item: object) -> tuple:
         kinds = [kind for kind in _SEARCHES if isinstance(item, dict) and kind in item]
         if len(kinds) != 1:
             raise TableError(f"{where}: name exactly one search: {', '.join(_SEARCHES)}")
-        kind = kinds[0]
+        kind, (keys, label) = kinds[0], _SEARCHES[kinds[0]]
         item = _fields(where, item, (kind, "expect"), ("why",))
-        asked = _fields(f"{where}.{kind}", item[kind], _SEARCHES[kind])
+        asked = _fields(f"{where}.{kind}", item[kind], keys)
         expected = _words(f"{where}.expect", item["expect"])
-        for name in expected if kind != "actions" else ():
-            known = self.companies if kind == "resources" else self.people
-            _lookup(f"{where}.expect", name, known, "companies" if kind == "resources" else "people")
-        resolve = {"who": self._who, "on": self._on, "right": lambda _, right: _words(where, [right])[0]}
-        args = [resolve[key](f"{where}.{kind}.{key}", asked[key]) for key in _SEARCHES[kind]]
+        if kind != "actions":  # the others answer fixtures, so a typo there is an error
+            known = (self.companies, "companies") if kind == "resources" else (self.people, "people")
+            for name in expected:
+                _lookup(f"{where}.expect", name, *known)
+        resolve = {"who": self._who, "on": self._on, "right": lambda at, right: _words(at, [right])[0]}
+        args = [resolve[key](f"{where}.{kind}.{key}", asked[key]) for key in keys]
         ask = partial(_searching, kind, args, self.names, expected)
-        return _Question(_LABELS[kind].format(**asked), _listing(expected), ask, item.get("why"))
+        return label.format(**asked), _listing(expected), ask, item.get("why")
 
 
 def _verdict(allowed: bool) -> str:
     return "allow" if allowed else "deny"
 
 
-def _listing(names) -> str:
+def _listing(names: list[str]) -> str:
     return "[" + ", ".join(names) + "]"
 
 
 def _decide(email: str, right: str, siret: str, expected: bool, decisions: Decisions):
     decision = decisions.decide(email, right, siret)
-    return decision.allowed == expected, f"{_verdict(decision.allowed)} ({decision.reason})", decision.reason
+    return f"{_verdict(decision.allowed)} ({decision.reason})", decision.allowed == expected, decision.reason
 
 
 def _searching(kind: str, args: list, names: dict, expected: list[str], decisions: Decisions):
     # Searches answer e-mails and SIRETs where admins wrote names; order means nothing.
     found = [names.get(value, value) for value in getattr(decisions, kind)(*args)]
-    return set(found) == set(expected), _listing(found if kind == "actions" else sorted(found)), None
+    return _listing(found if kind == "actions" else sorted(found)), set(found) == set(expected), None
 
 
 @contextmanager
@@ -370,7 +380,7 @@ def _database(world: _World):
 
 
 def run_table(engine: Engine, table: Table) -> TableResult:
-    """Check one table, load its world, ask every question; report, never raise, its faults."""
+    """Check one table, load its world, ask every question; report its faults, never raise."""
     result = TableResult(table.file, table.name, error=table.error)
     if table.error:
         return result
@@ -378,7 +388,9 @@ def run_table(engine: Engine, table: Table) -> TableResult:
         world = _World(table.spec)
         with _database(world) as db:
             decisions = Decisions(db, lambda: engine, clock=lambda: world.now)
-            result.cases = [question.run(decisions) for question in world.questions]
+            for label, expected, ask, why in world.questions:
+                actual, passed, reason = ask(decisions)
+                result.cases.append(CaseResult(label, expected, actual, passed, reason, why))
     except TableError as exc:
         result.error = f"{table.file}: table {table.name!r}: {exc}"
     except PolicyError as exc:
@@ -386,13 +398,9 @@ def run_table(engine: Engine, table: Table) -> TableResult:
     return result
 
 
-def run_tables(engine: Engine, tables: list[Table]) -> PolicyTestReport:
-    return PolicyTestReport([run_table(engine, table) for table in tables])
-
-
 def run_policy_tests(engine: Engine, folder: Path = DEFAULT_FOLDER) -> PolicyTestReport:
     """Run every table under ``folder`` against ``engine``."""
-    return run_tables(engine, load_tables(folder))
+    return PolicyTestReport([run_table(engine, table) for table in load_tables(folder)])
 
 
 def format_report(report: PolicyTestReport, verbose: bool = False) -> str:
@@ -401,7 +409,7 @@ def format_report(report: PolicyTestReport, verbose: bool = False) -> str:
     for table in report.tables:
         title = f"{table.file}::{table.name}"
         if table.error:
-            lines += [f"ERROR   {title}", f"        {table.error}"]
+            lines += [f"ERROR   {title}", "        " + table.error.replace("\n", "\n        ")]
             continue
         lines.append(f"{'PASSED' if table.ok else 'FAILED'}  {title} ({len(table.cases)} cases)")
         for case in table.cases:
@@ -411,4 +419,5 @@ def format_report(report: PolicyTestReport, verbose: bool = False) -> str:
                 lines += [f"          why: {case.why}"] if case.why and not case.passed else []
     counts = [f"{report.passed} passed", f"{report.failed} failed"]
     counts += [f"{len(report.errors)} error" + "s" * (len(report.errors) > 1)] if report.errors else []
-    return "\n".join([*lines, f"==== {', '.join(counts)} in {len(report.tables)} tables ===="])
+    tables = f"{len(report.tables)} table" + "s" * (len(report.tables) > 1)
+    return "\n".join([*lines, f"==== {', '.join(counts)} in {tables} ===="])

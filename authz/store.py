@@ -330,18 +330,13 @@ class Tx:
             )
         )
 
-    def pending_delegations_for(self, siret: str, manager_email: str) -> list:
-        return list(
-            self.conn.execute(
-                self._lock(
-                    select(delegations).where(
-                        delegations.c.company_siret == siret,
-                        delegations.c.manager_email == manager_email,
-                        delegations.c.status == model.LinkStatus.PENDING,
-                    )
-                )
-            )
+    def pending_delegations_for(self, siret: str, manager_email: str, lock: bool = False) -> list:
+        query = select(delegations).where(
+            delegations.c.company_siret == siret,
+            delegations.c.manager_email == manager_email,
+            delegations.c.status == model.LinkStatus.PENDING,
         )
+        return list(self.conn.execute(self._lock(query) if lock else query))
 
     def active_delegation(self, siret: str, firm_siret: str, lock: bool = False):
         query = select(delegations).where(

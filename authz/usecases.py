@@ -146,7 +146,7 @@ class Management:
             # A new designation to the same person replaces a pending one: the old link
             # must never work once a new one is sent.
             replaced = []
-            for row in tx.pending_delegations_for(siret, manager_email):
+            for row in tx.pending_delegations_for(siret, manager_email, lock=True):
                 tx.update_delegation(row.id, status=model.LinkStatus.REVOKED, revoked_at=now, updated_at=now)
                 replaced.append(row.id)
             token = tokens.new_secret()
