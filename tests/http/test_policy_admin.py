@@ -1,0 +1,180 @@
+"""Policy administration over HTTP: read, validate a draft, reload, impact."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from service.app import create_app
+from tests.http.conftest import FIRM_SCOPE, Api, CheckedClient, assert_error
+from tests.support import ADMIN, CABINET, COLLAB, DUPONT, MANAGER, ROOT
+
+
+@pytest.fixture
+def live(tmp_path):
+    """A copy of the shipped policy that the tests may edit."""
+    shutil.copy(ROOT / "policies.polar", tmp_path / "policies.polar")
+    shutil.copytree(ROOT / "policies", tmp_path / "policies")
+    return tmp_path
+
+
+@pytest.fixture
+def app(db, clock, live):
+    url = db.engine.url.render_as_string(hide_password=False)
+    app = create_app({"AUTHZ_DATABASE_URL": url, "AUTHZ_POLICY_DIR": live, "TESTING": True}, clock=clock)
+    app.test_client_class = CheckedClient
+    yield app
+    app.extensions["authz"].db.dispose()
+
+
+def shipped_files() -> dict[str, str]:
+    files = {"policies.polar": (ROOT / "policies.polar").read_text()}
+    for path in sorted((ROOT / "policies").glob("*.polar")):
+        files[f"policies/{path.name}"] = path.read_text()
+    return files
+
+
+def test_policy_reports_version_files_and_rights(api: Api):
+    body = api.get("/v1/policy", key="admin").get_json()
+    assert len(body["version"]) == 16
+    assert body["files"][0] == "policies.polar" and "policies/firm.polar" in body["files"]
+    assert "entreprise" in body["rights"] and "entreprise" not in body["delegable"]
+    assert api.get("/readyz", key=None).get_json()["policy_version"] == body["version"]
+
+
+@pytest.mark.parametrize("role", ["pep", "portal"])
+def test_policy_administration_needs_an_admin_key(api: Api, role):
+    assert_error(api.get("/v1/policy", key=role), 403)
+    assert_error(api.post("/v1/policy/reload", key=role, json={}), 403)
+    assert_error(api.post("/v1/policy/validate", key=role, json={"files": shipped_files()}), 403)
+
+
+def test_validate_accepts_the_shipped_policy(api: Api):
+    body = api.post("/v1/policy/validate", key="admin", json={"files": shipped_files()}).get_json()
+    assert body == {"valid": True, "errors": []}
+
+
+def test_validate_reports_a_syntax_error_with_file_line_and_column(api: Api):
+    files = shipped_files()
+    files["policies/firm.polar"] = files["policies/firm.polar"].replace("grant.firm in user.manages;", "grant.firm in user.manages")
+
+    body = api.post("/v1/policy/validate", key="admin", json={"files": files}).get_json()
+
+    assert body["valid"] is False
+    [error] = body["errors"]
+    assert error["file"] == "policies/firm.polar" and error["line"] > 1 and error["column"] >= 1
+
+
+def test_validate_reports_the_traps_oso_only_prints(api: Api):
+    files = shipped_files()
+    files["policies/extra.polar"] = (
+        'holds_right(user: Usr, right: String, company: Company, "x") if user.email = right and company = company;\n'
+        "orphan(x) if x = 1;\n"
+    )
+
+    body = api.post("/v1/policy/validate", key="admin", json={"files": files}).get_json()
+
+    messages = {(e["file"], e["line"], e["message"]) for e in body["errors"]}
+    assert ("policies/extra.polar", 1, "Unknown specializer Usr") in messages
+    assert ("policies/extra.polar", 2, "rule orphan is never called: it can never fire") in messages
+
+
+@pytest.mark.parametrize(
+    "files",
+    [{}, {"../etc/passwd.polar": "x"}, {"policies/sub/dir.polar": "x"}, {"policies.polar": 3}],
+)
+def test_validate_refuses_a_malformed_draft(api: Api, files):
+    assert_error(api.post("/v1/policy/validate", key="admin", json={"files": files}), 400)
+
+
+def test_validate_changes_nothing(api: Api):
+    before = api.get("/v1/policy", key="admin").get_json()["version"]
+    files = shipped_files()
+    files["policies.polar"] += '\nright("formation");\n'
+    api.post("/v1/policy/validate", key="admin", json={"files": files})
+    assert api.get("/v1/policy", key="admin").get_json()["version"] == before
+
+
+def test_reload_swaps_an_edited_policy_and_audits_it(api: Api, live):
+    before = api.get("/v1/policy", key="admin").get_json()["version"]
+    with (live / "policies" / "company.polar").open("a") as policy:
+        policy.write("\n# Reviewed with the fund's legal team, November 2026.\n")
+
+    reloaded = api.post("/v1/policy/reload", key="admin", json={}, headers={"X-Request-ID": "deploy-42"})
+
+    assert reloaded.status_code == 200
+    body = reloaded.get_json()
+    assert body["accepted"] is True and body["old_version"] == before and body["version"] != before
+    assert api.get("/v1/policy", key="admin").get_json()["version"] == body["version"]
+    [record] = [r for r in api.get("/v1/audit", key="admin").get_json()["records"] if r["action"] == "policy.reload"]
+    assert record["details"]["old_version"] == before and record["details"]["new_version"] == body["version"]
+    assert record["actor"] == "key:test-admin" and record["request_id"] == "deploy-42"
+
+
+def test_reload_refuses_an_invalid_policy_and_keeps_serving(api: Api, live, story):
+    before = api.get("/v1/policy", key="admin").get_json()["version"]
+    (live / "policies" / "broken.polar").write_text("holds_right(user: Usr, r, c, \"x\") if r = c;\n")
+
+    refused = api.post("/v1/policy/reload", key="admin", json={})
+
+    error = assert_error(refused, 422, "errors", code="policy_invalid")
+    assert error["details"]["errors"][0]["file"] == "policies/broken.polar"
+    assert api.get("/v1/policy", key="admin").get_json()["version"] == before
+    assert api.decide(COLLAB, "declarations", DUPONT) is True
+    actions = [r["action"] for r in api.get("/v1/audit", key="admin").get_json()["records"]]
+    assert "policy.reload_refused" in actions
+
+
+def test_reload_refuses_a_policy_that_fails_its_decision_tables(api: Api, live):
+    before = api.get("/v1/policy", key="admin").get_json()["version"]
+    firm = live / "policies" / "firm.polar"
+    # Collaborators would keep rights the firm lost: the shipped tables must catch it.
+    firm.write_text(firm.read_text().replace(
+        "    right in grant.scope and\n    firm_holds(grant.firm, right, company, user.now);",
+        "    right in grant.scope;"))
+
+    refused = api.post("/v1/policy/reload", key="admin", json={})
+
+    error = assert_error(refused, 422, code="policy_invalid")
+    assert any(e["file"] == "collaborator.yaml" for e in error["details"]["errors"])
+    assert api.get("/v1/policy", key="admin").get_json()["version"] == before
+
+
+def test_impact_of_a_draft_lists_who_gains_and_loses(api: Api, story):
+    files = shipped_files()
+    # The draft stops delegating `compte`: the firm's manager and its collaborator lose it.
+    files["policies.polar"] = files["policies.polar"].replace('delegable("compte");\n', "")
+
+    body = api.post("/v1/policy/impact", key="admin", json={"files": files}).get_json()
+
+    lost = {(c["user"], c["right"], c["company"]) for c in body["lost"]}
+    assert lost == {(MANAGER, "compte", DUPONT), (COLLAB, "compte", DUPONT)}
+    assert body["gained"] == []
+    assert body["counts"]["lost"] == 2 and body["counts"]["pairs_checked"] >= 3
+
+
+def test_impact_of_an_invalid_draft_is_422(api: Api):
+    assert_error(api.post("/v1/policy/impact", key="admin", json={"files": {"policies.polar": "allow("}}), 422)
+
+
+def test_impact_of_narrowing_a_delegation_names_what_it_takes_away(api: Api, story):
+    path = f"/v1/delegations/{story.delegation['id']}/impact"
+
+    narrowed = api.post(path, key="admin", json={"scope": ["compte"]}).get_json()
+    revoked = api.post(path, key="admin", json={"scope": None}).get_json()
+
+    assert {(c["user"], c["right"]) for c in narrowed["lost"]} == (
+        {(MANAGER, r) for r in FIRM_SCOPE if r != "compte"} | {(COLLAB, "declarations")}
+    )
+    assert {(c["user"], c["right"]) for c in revoked["lost"]} == (
+        {(MANAGER, r) for r in FIRM_SCOPE} | {(COLLAB, "declarations"), (COLLAB, "compte")}
+    )
+    assert all(c["user"] != ADMIN for c in revoked["lost"])
+    # A preview changes nothing.
+    assert api.decide(MANAGER, "salaries", DUPONT) is True
+    assert CABINET == story.delegation["firm"]
+
+
+def test_impact_of_an_unknown_delegation_is_404(api: Api):
+    assert_error(api.post("/v1/delegations/nope/impact", key="admin", json={"scope": None}), 404)
