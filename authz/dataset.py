@@ -32,7 +32,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import column as sql_column
 from sqlalchemy import func, insert, select, text
+from sqlalchemy import table as sql_table
 
 from authz.identifiers import with_luhn_digit
 from authz.store import Database
@@ -465,6 +467,7 @@ COLUMNS = {
              "created_at", "updated_at", "revoked_at"),
 }
 CHUNK = 10_000
+SQLITE_CACHE_KIB = 512 * 1024
 
 
 def _chunks(rows: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
@@ -479,22 +482,42 @@ def _chunks(rows: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
 
 
 def _insert(db: Database, table, rows: Iterable[tuple]) -> int:
-    """SQLAlchemy Core executemany, CHUNK rows at a time, in one transaction."""
+    """SQLAlchemy Core executemany, CHUNK rows at a time, in one transaction.
+
+    The statement targets a lightweight ``table()`` of untyped columns and the dates go in
+    already in their stored form (naive UTC; on SQLite the text SQLAlchemy's DATETIME
+    writes), so no per-value type processing runs: half the load time at this size.
+    """
     names = COLUMNS[table]
+    statement = insert(sql_table(table.name, *(sql_column(name) for name in names)))
+    stored = _sqlite_text if db.is_sqlite else _naive
     count = 0
     with db.engine.connect() as conn:
         if db.is_sqlite:
+            # Random keys land all over the indexes: a page cache that holds them saves the disk.
+            conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+            conn.commit()
             conn = conn.execution_options(sqlite_immediate=True)
         with conn.begin():
-            statement = insert(table)
             for chunk in _chunks(rows, CHUNK):
-                conn.execute(statement, [dict(zip(names, row, strict=True)) for row in chunk])
+                conn.execute(
+                    statement,
+                    [{name: stored(value) for name, value in zip(names, row, strict=True)} for row in chunk],
+                )
                 count += len(chunk)
     return count
 
 
 def _naive(value):
+    """Naive UTC, as ``UTCDateTime`` stores it."""
     return value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) else value
+
+
+def _sqlite_text(value):
+    """The text SQLAlchemy's SQLite DATETIME stores for a naive UTC value."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return value
 
 
 def _copy(db: Database, table, rows: Iterable[tuple]) -> int:

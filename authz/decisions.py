@@ -11,21 +11,30 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from authz import model
-from authz.engine import Engine
+from authz.answers import AnswerCache, Entry, horizon
+from authz.engine import Engine, preferred_rule
 from authz.store import Database, Tx, delegation_fact
 from authz.tables import utcnow
 
-# Order in which an explanation prefers the rules that allowed.
-RULE_ORDER = ("company_admin", "firm_manager", "collaborator_grant")
-
-
 class Decisions:
-    """Answer "may user X do Y for company Z?" and its searches."""
+    """Answer "may user X do Y for company Z?" and its searches.
 
-    def __init__(self, db: Database, policy: Callable[[], Engine], clock: Callable[[], datetime] = utcnow):
+    Answers for the rights of the policy go through a per-process ``AnswerCache``
+    (see ``authz.answers`` for why a cached answer is never stale); any other action
+    is asked of the policy directly.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        policy: Callable[[], Engine],
+        clock: Callable[[], datetime] = utcnow,
+        cache: AnswerCache | None = None,
+    ):
         self.db = db
         self.policy = policy
         self.clock = clock
+        self.cache = cache if cache is not None else AnswerCache()
 
     def _facts(self, tx: Tx, email: str, siret: str, now: float) -> tuple[model.User, model.Company]:
         user = tx.user_facts(email, now)
@@ -33,55 +42,103 @@ class Decisions:
             return user, model.Company(siret)
         return user, tx.company_facts(siret, user)
 
+    def _sync(self, tx: Tx, engine: Engine) -> None:
+        self.cache.sync((engine.version, tx.data_version()))
+
+    def _entry(self, tx: Tx, engine: Engine, email: str, siret: str, now: float) -> Entry:
+        entry = self.cache.get((email, siret), now)
+        if entry is None:
+            user, company = self._facts(tx, email, siret, now)
+            entry = Entry(engine.rights_table(user, company), horizon(company, now, self.cache.max_age))
+            self.cache.put((email, siret), entry)
+        return entry
+
     def decide(self, email: str, right: str, siret: str) -> model.Decision:
         """Answer one question, with the rule that allowed or the reason it denied."""
-        engine = self.policy()
-        now = self.clock().timestamp()
-        with self.db.transaction(write=False) as tx:
-            user, company = self._facts(tx, email, siret, now)
-            if engine.allows(user, right, company):
-                return model.Decision(True, _first_rule(engine.rules_granting(user, right, company)))
-            known = tx.company_exists(siret)
-            pending = _pending(tx, siret, email)
-        return model.Decision(False, _diagnose(engine, user, right, company, known, pending).detail or "denied")
+        return self.decide_many([(email, right, siret)])[0]
 
     def decide_many(self, questions: list[tuple[str, str, str]], stop_on: bool | None = None) -> list[model.Decision]:
-        """Answer questions in order; with ``stop_on`` set, stop after the first such answer."""
+        """Answer questions in order, in one read transaction; with ``stop_on`` set,
+        stop after the first answer equal to it."""
+        engine = self.policy()
+        now = self.clock().timestamp()
         answers = []
-        for email, right, siret in questions:
-            answer = self.decide(email, right, siret)
-            answers.append(answer)
-            if stop_on is not None and answer.allowed is stop_on:
-                break
+        with self.db.transaction(write=False) as tx:
+            self._sync(tx, engine)
+            for email, right, siret in questions:
+                answer = self._decide(tx, engine, email, right, siret, now)
+                answers.append(answer)
+                if stop_on is not None and answer.allowed is stop_on:
+                    break
         return answers
+
+    def _decide(self, tx: Tx, engine: Engine, email: str, right: str, siret: str, now: float) -> model.Decision:
+        if right not in engine.rights:
+            # Not a right of the policy: ask the entry rule directly, never from the cache.
+            user, company = self._facts(tx, email, siret, now)
+            if engine.allows(user, right, company):
+                return model.Decision(True, preferred_rule(engine.rules_granting(user, right, company)))
+            return model.Decision(False, "unknown_right")
+        entry = self._entry(tx, engine, email, siret, now)
+        rule = entry.table[right]
+        if rule is not None:
+            return model.Decision(True, rule)
+        if right not in entry.reasons:
+            user, company = self._facts(tx, email, siret, now)
+            broken = _diagnose(engine, user, right, company, tx.company_exists(siret), _pending(tx, siret, email))
+            entry.reasons[right] = broken.detail or "denied"
+        return model.Decision(False, entry.reasons[right])
 
     def resources(self, email: str, right: str) -> list[str]:
         """The companies on which ``email`` holds ``right``, sorted by SIRET."""
         engine = self.policy()
         now = self.clock().timestamp()
         with self.db.transaction(write=False) as tx:
+            self._sync(tx, engine)
             user = tx.user_facts(email, now)
-            companies = tx.companies_reaching(user)
-        return [siret for siret, company in sorted(companies.items()) if engine.allows(user, right, company)]
+            candidates = tx.companies_reaching(user)
+            if right not in engine.rights:
+                facts = tx.companies_facts(candidates, firms=user.manages | user.collaborates, collaborator=email)
+                return [siret for siret in candidates if engine.allows(user, right, facts[siret])]
+            cached = {siret: self.cache.get((email, siret), now) for siret in candidates}
+            missing = [siret for siret, entry in cached.items() if entry is None]
+            facts = tx.companies_facts(missing, firms=user.manages | user.collaborates, collaborator=email)
+        for siret in missing:
+            entry = Entry(engine.rights_table(user, facts[siret]), horizon(facts[siret], now, self.cache.max_age))
+            self.cache.put((email, siret), entry)
+            cached[siret] = entry
+        return [siret for siret in candidates if cached[siret].table[right] is not None]
 
     def subjects(self, siret: str, right: str) -> list[str]:
         """The users who hold ``right`` on company ``siret``, sorted by e-mail."""
         engine = self.policy()
         now = self.clock().timestamp()
         with self.db.transaction(write=False) as tx:
+            self._sync(tx, engine)
             candidates = tx.users_reaching(siret)
             users = tx.users_facts(candidates, now)
             company = tx.companies_facts([siret]).get(siret, model.Company(siret))
-        return [email for email in candidates if engine.allows(users[email], right, company)]
+        if right not in engine.rights:
+            return [email for email in candidates if engine.allows(users[email], right, company)]
+        found = []
+        for email in candidates:
+            entry = self.cache.get((email, siret), now)
+            if entry is None:
+                mine = _reaching(company, users[email])
+                entry = Entry(engine.rights_table(users[email], mine), horizon(mine, now, self.cache.max_age))
+                self.cache.put((email, siret), entry)
+            if entry.table[right] is not None:
+                found.append(email)
+        return found
 
     def actions(self, email: str, siret: str) -> list[str]:
         """The rights ``email`` holds on company ``siret``, sorted."""
         engine = self.policy()
         now = self.clock().timestamp()
         with self.db.transaction(write=False) as tx:
-            user, company = self._facts(tx, email, siret, now)
-        held = engine.rights_held(user, company)
-        return [right for right in engine.rights if right in held]
+            self._sync(tx, engine)
+            entry = self._entry(tx, engine, email, siret, now)
+        return [right for right in engine.rights if entry.table[right] is not None]
 
     def explain(self, email: str, right: str, siret: str) -> model.Explanation:
         """Show the chain behind a decision: the links that allowed, or the first broken one."""
@@ -94,23 +151,31 @@ class Decisions:
             pending = _pending(tx, siret, email)
         company_link = model.Link("company", siret, holds=known, detail=None if known else "unknown_company")
         if engine.allows(user, right, company):
-            rule = _first_rule(engine.rules_granting(user, right, company))
+            rule = preferred_rule(engine.rules_granting(user, right, company))
             chain = (company_link, *_allowing_chain(engine, rule, user, right, company))
             return model.Explanation(model.Decision(True, rule), rule, chain)
         broken = _diagnose(engine, user, right, company, known, pending)
         return model.Explanation(model.Decision(False, broken.detail or "denied"), None, (company_link,), broken)
 
 
+def _reaching(company: model.Company, user: model.User) -> model.Company:
+    """The links of ``company`` a single question by ``user`` loads (see Tx.company_facts).
+
+    Cached answers must come from the same facts whichever path computed them.
+    """
+    if not (user.admin_of or user.manages or user.collaborates):
+        return model.Company(company.siret)
+    firms = user.manages | user.collaborates
+    return model.Company(
+        company.siret,
+        tuple(d for d in company.delegations if d.firm in firms),
+        tuple(g for g in company.grants if g.collaborator == user.email),
+    )
+
+
 def _pending(tx: Tx, siret: str, email: str) -> list[model.Delegation]:
     """Designations of ``email`` by ``siret`` still awaiting activation (only explained)."""
     return [delegation_fact(row) for row in tx.pending_delegations_for(siret, email)]
-
-
-def _first_rule(rules: list[str]) -> str:
-    for rule in RULE_ORDER:
-        if rule in rules:
-            return rule
-    return rules[0] if rules else "allowed"
 
 
 def _when(epoch: float | None) -> datetime | None:

@@ -12,6 +12,8 @@ import contextlib
 import hashlib
 import io
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +23,7 @@ from oso import Oso, Variable
 from polar.exceptions import OsoError
 from polar.ffi import PolarSource
 
-from authz import model
+from authz import model, shapes
 from authz.errors import PolicyError
 
 FACT_CLASSES = (
@@ -106,7 +108,7 @@ class PolicyRejected(PolicyError):
 class Engine:
     """A loaded policy. Build a new one to reload; never reload one in place."""
 
-    def __init__(self, sources: dict[str, str] | Path):
+    def __init__(self, sources: dict[str, str] | Path, memo_size: int = 20_000):
         """Compile ``sources`` ({file name: Polar text}, or a folder to read) in one load.
 
         Any warning is refused too:
@@ -135,6 +137,12 @@ oso only prints some traps (an unknown class specializer
         if problems:
             raise PolicyRejected(problems)
         self._oso = oso
+        # Shapes are safe only for a policy that cannot see through placeholders.
+        self.opacity_problems = shapes.opacity_problems(sources)
+        self.memoizable = not self.opacity_problems
+        self.memo_size = memo_size
+        self._memo: OrderedDict = OrderedDict()
+        self._memo_lock = threading.Lock()
         self.info = PolicyInfo(
             version=policy_version(sources),
             files=tuple(sources),
@@ -160,13 +168,37 @@ oso only prints some traps (an unknown class specializer
         """Answer the policy's entry rule ``allow(actor, action, resource)``."""
         return self._once("allow", actor, action, resource)
 
-    def rights_held(self, user: model.User, company: model.Company) -> set[str]:
-        """Every right ``allow(user, right, company)`` gives, in one query."""
-        try:
-            found = self._oso.query_rule("allow", user, Variable("right"), company)
-            return {result["bindings"]["right"] for result in found} & set(self.info.rights)
-        except OsoError as exc:
-            raise PolicyError(f"policy evaluation failed: {exc}") from exc
+    def rights_table(self, user: model.User, company: model.Company) -> dict[str, str | None]:
+        """For every right of the policy: the rule that gives it to ``user``, or None.
+
+        Each right is asked of the entry rule ``allow`` on its own, exactly as a single
+        decision would be. When the policy is opaque to identifiers and instants (see
+        ``authz.shapes``), one evaluation serves every question of the same shape.
+        """
+        if not self.memoizable:
+            return self._rights_table(user, company)
+        key = shapes.canonical(user, company)
+        with self._memo_lock:
+            found = self._memo.get(key)
+            if found is not None:
+                self._memo.move_to_end(key)
+                return found
+        found = self._rights_table(*key)
+        with self._memo_lock:
+            self._memo[key] = found
+            if len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+        return found
+
+    def _rights_table(self, user: model.User, company: model.Company) -> dict[str, str | None]:
+        table = {}
+        for right in self.info.rights:
+            if self.allows(user, right, company):
+                rules = self.rules_granting(user, right, company)
+                table[right] = preferred_rule(rules)
+            else:
+                table[right] = None
+        return table
 
     def rules_granting(self, user: model.User, right: str, company: model.Company) -> list[str]:
         """Name the ``holds_right`` rules that give ``right`` (for reasons and explain)."""
@@ -200,6 +232,18 @@ oso only prints some traps (an unknown class specializer
             return bool(self._oso.query_rule_once(rule, *args))
         except OsoError as exc:
             raise PolicyError(f"policy evaluation failed: {exc}") from exc
+
+
+# Order in which a reason prefers the rules that allowed.
+RULE_ORDER = ("company_admin", "firm_manager", "collaborator_grant")
+
+
+def preferred_rule(rules: list[str]) -> str:
+    """The rule a reason names when several allowed."""
+    for rule in RULE_ORDER:
+        if rule in rules:
+            return rule
+    return rules[0] if rules else "allowed"
 
 
 # Rules the engine (Python) queries by name, and oso's own entry points.

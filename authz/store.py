@@ -27,6 +27,7 @@ from authz.tables import (
     collaborators,
     companies,
     company_admins,
+    data_version,
     delegations,
     firms,
     grants,
@@ -225,8 +226,8 @@ class Tx:
             for siret, (dels, grs) in links.items()
         }
 
-    def companies_reaching(self, user: model.User) -> dict[str, model.Company]:
-        """Every company linked to ``user`` (as admin, manager or grantee), with its facts."""
+    def companies_reaching(self, user: model.User) -> list[str]:
+        """Every company linked to ``user`` (as admin, manager or grantee), sorted."""
         candidates = set(user.admin_of)
         if user.manages:
             rows = self.conn.execute(
@@ -235,16 +236,11 @@ class Tx:
                 .distinct()
             )
             candidates.update(row[0] for row in rows)
-        grant_companies = {
-            row[0]
-            for row in self.conn.execute(
-                select(grants.c.company_siret).where(grants.c.collaborator_email == user.email).distinct()
-            )
-        }
-        candidates |= grant_companies
-        return self.companies_facts(
-            sorted(candidates), firms=user.manages | user.collaborates, collaborator=user.email
+        rows = self.conn.execute(
+            select(grants.c.company_siret).where(grants.c.collaborator_email == user.email).distinct()
         )
+        candidates.update(row[0] for row in rows)
+        return sorted(candidates)
 
     def users_reaching(self, siret: str) -> list[str]:
         """Every user linked to company ``siret`` (admin, manager of a firm, grantee)."""
@@ -468,7 +464,16 @@ class Tx:
     # ---- audit --------------------------------------------------------------------------
 
     def append_audit(self, **values) -> None:
+        """Record a change, and bump the data version in the same transaction."""
         self.conn.execute(insert(audit_log).values(**values))
+        self.bump_data_version()
+
+    def bump_data_version(self) -> None:
+        self.conn.execute(update(data_version).where(data_version.c.id == 1).values(version=data_version.c.version + 1))
+
+    def data_version(self) -> int:
+        """The current data version (0 before any change)."""
+        return self.conn.execute(select(data_version.c.version).where(data_version.c.id == 1)).scalar() or 0
 
     def audit(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Column,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    event,
     text,
 )
 
@@ -200,6 +202,17 @@ policy_events = Table(
     Column("key", String(64), primary_key=True),
     Column("at", UTCDateTime, nullable=False),
 )
+
+
+# A counter bumped in the transaction of every change (with its audit record): a
+# process may keep answers only while the counter it saw is still the current one.
+data_version = Table(
+    "data_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)
+event.listen(data_version, "after_create", DDL("INSERT INTO data_version (id, version) VALUES (1, 0)"))
 
 
 def utcnow() -> datetime:

@@ -18,7 +18,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import UniqueConstraint, create_engine, inspect, select, text
+from sqlalchemy import UniqueConstraint, create_engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from authz import migrate
@@ -140,11 +140,12 @@ def _add_rows(url: str) -> None:
                 ends_at=None, created_at=NOW, updated_at=NOW, activated_at=NOW, revoked_at=None,
             )
             for action in ("delegation.created", "delegation.activated"):
-                tx.append_audit(
+                # A plain insert, as a writer of revision 0001 did (it had no data version).
+                tx.conn.execute(insert(audit_log).values(
                     at=NOW, actor="alice@dupont.example", action=action, company_siret=DUPONT,
                     firm_siret=CABINET, subject_email=MANAGER, target_id="d" * 24,
                     details={"scope": ["compte", "declarations"]}, request_id="req-1",
-                )
+                ))
     finally:
         database.dispose()
 
@@ -212,7 +213,9 @@ def test_upgrade_keeps_existing_data_and_can_run_again(database_url):
     migrate.upgrade(database_url)
 
     assert migrate.current(database_url) == migrate.head()
-    assert _snapshot(database_url) == before
+    after = _snapshot(database_url)
+    assert {table: after[table] for table in before} == before
+    assert after["data_version"] == [(1, 0)]  # added by 0002, starting at 0
     assert _append_audit(database_url) == [1, 2, 3]
 
 
