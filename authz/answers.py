@@ -21,10 +21,12 @@ from authz import model
 
 @dataclass
 class Entry:
-    """Every right's answer for one (user, company): the granting rule, or None."""
+    """Answers for one (user, company), computed right by right from the facts kept here."""
 
-    table: dict[str, str | None]
+    user: model.User
+    company: model.Company
     valid_until: float
+    rules: dict[str, str | None] = field(default_factory=dict)  # right -> granting rule or None
     reasons: dict[str, str] = field(default_factory=dict)  # deny reasons, filled on demand
 
 

@@ -572,6 +572,11 @@ def load_dataset(
         began = time.perf_counter()
         counts[table.name] = write(db, table, rows)
         say(f"{table.name}: {counts[table.name]:,} rows in {time.perf_counter() - began:.1f}s")
+    # Tell caches keyed on the data version (if this schema has one) that everything changed.
+    with db.transaction() as tx:
+        bump = getattr(tx, "bump_data_version", None)
+        if bump is not None:
+            bump()
     if not db.is_sqlite:
         # What autovacuum would do soon anyway: the planner needs statistics at this size.
         began = time.perf_counter()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from authz import model
 from authz.answers import AnswerCache, Entry, horizon
 from authz.engine import Engine, preferred_rule
-from authz.store import Database, Tx, delegation_fact
+from authz.store import Database, Tx, delegation_fact, reaching
 from authz.tables import utcnow
 
 class Decisions:
@@ -49,7 +49,7 @@ class Decisions:
         entry = self.cache.get((email, siret), now)
         if entry is None:
             user, company = self._facts(tx, email, siret, now)
-            entry = Entry(engine.rights_table(user, company), horizon(company, now, self.cache.max_age))
+            entry = Entry(user, company, horizon(company, now, self.cache.max_age))
             self.cache.put((email, siret), entry)
         return entry
 
@@ -80,12 +80,12 @@ class Decisions:
                 return model.Decision(True, preferred_rule(engine.rules_granting(user, right, company)))
             return model.Decision(False, "unknown_right")
         entry = self._entry(tx, engine, email, siret, now)
-        rule = entry.table[right]
+        rule = _rule(engine, entry, right)
         if rule is not None:
             return model.Decision(True, rule)
         if right not in entry.reasons:
-            user, company = self._facts(tx, email, siret, now)
-            broken = _diagnose(engine, user, right, company, tx.company_exists(siret), _pending(tx, siret, email))
+            known, pending = tx.company_exists(siret), _pending(tx, siret, email)
+            broken = _diagnose(engine, entry.user, right, entry.company, known, pending)
             entry.reasons[right] = broken.detail or "denied"
         return model.Decision(False, entry.reasons[right])
 
@@ -104,10 +104,9 @@ class Decisions:
             missing = [siret for siret, entry in cached.items() if entry is None]
             facts = tx.companies_facts(missing, firms=user.manages | user.collaborates, collaborator=email)
         for siret in missing:
-            entry = Entry(engine.rights_table(user, facts[siret]), horizon(facts[siret], now, self.cache.max_age))
-            self.cache.put((email, siret), entry)
-            cached[siret] = entry
-        return [siret for siret in candidates if cached[siret].table[right] is not None]
+            cached[siret] = Entry(user, facts[siret], horizon(facts[siret], now, self.cache.max_age))
+            self.cache.put((email, siret), cached[siret])
+        return [siret for siret in candidates if _rule(engine, cached[siret], right) is not None]
 
     def subjects(self, siret: str, right: str) -> list[str]:
         """The users who hold ``right`` on company ``siret``, sorted by e-mail."""
@@ -124,10 +123,10 @@ class Decisions:
         for email in candidates:
             entry = self.cache.get((email, siret), now)
             if entry is None:
-                mine = _reaching(company, users[email])
-                entry = Entry(engine.rights_table(users[email], mine), horizon(mine, now, self.cache.max_age))
+                mine = reaching(company, users[email])
+                entry = Entry(users[email], mine, horizon(mine, now, self.cache.max_age))
                 self.cache.put((email, siret), entry)
-            if entry.table[right] is not None:
+            if _rule(engine, entry, right) is not None:
                 found.append(email)
         return found
 
@@ -138,7 +137,7 @@ class Decisions:
         with self.db.transaction(write=False) as tx:
             self._sync(tx, engine)
             entry = self._entry(tx, engine, email, siret, now)
-        return [right for right in engine.rights if entry.table[right] is not None]
+        return [right for right in engine.rights if _rule(engine, entry, right) is not None]
 
     def explain(self, email: str, right: str, siret: str) -> model.Explanation:
         """Show the chain behind a decision: the links that allowed, or the first broken one."""
@@ -158,19 +157,11 @@ class Decisions:
         return model.Explanation(model.Decision(False, broken.detail or "denied"), None, (company_link,), broken)
 
 
-def _reaching(company: model.Company, user: model.User) -> model.Company:
-    """The links of ``company`` a single question by ``user`` loads (see Tx.company_facts).
-
-    Cached answers must come from the same facts whichever path computed them.
-    """
-    if not (user.admin_of or user.manages or user.collaborates):
-        return model.Company(company.siret)
-    firms = user.manages | user.collaborates
-    return model.Company(
-        company.siret,
-        tuple(d for d in company.delegations if d.firm in firms),
-        tuple(g for g in company.grants if g.collaborator == user.email),
-    )
+def _rule(engine: Engine, entry: Entry, right: str) -> str | None:
+    """The cached answer for ``right``, asked of the engine the first time."""
+    if right not in entry.rules:
+        entry.rules[right] = engine.answer(entry.user, right, entry.company)
+    return entry.rules[right]
 
 
 def _pending(tx: Tx, siret: str, email: str) -> list[model.Delegation]:

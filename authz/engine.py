@@ -168,37 +168,36 @@ oso only prints some traps (an unknown class specializer
         """Answer the policy's entry rule ``allow(actor, action, resource)``."""
         return self._once("allow", actor, action, resource)
 
-    def rights_table(self, user: model.User, company: model.Company) -> dict[str, str | None]:
-        """For every right of the policy: the rule that gives it to ``user``, or None.
+    def answer(self, user: model.User, right: str, company: model.Company) -> str | None:
+        """The rule that gives ``right`` to ``user`` on ``company``, or None if denied.
 
-        Each right is asked of the entry rule ``allow`` on its own, exactly as a single
-        decision would be. When the policy is opaque to identifiers and instants (see
-        ``authz.shapes``), one evaluation serves every question of the same shape.
+        The right is asked of the entry rule ``allow``, exactly as a single decision;
+        the rule name only labels an allow. When the policy is opaque to identifiers
+        and instants (see ``authz.shapes``), one evaluation serves every question of
+        the same shape.
         """
         if not self.memoizable:
-            return self._rights_table(user, company)
-        key = shapes.canonical(user, company)
+            return self._answer(user, right, company)
+        key = (shapes.canonical(user, company), right)
         with self._memo_lock:
-            found = self._memo.get(key)
-            if found is not None:
+            if key in self._memo:
                 self._memo.move_to_end(key)
-                return found
-        found = self._rights_table(*key)
+                return self._memo[key]
+        found = self._answer(key[0][0], right, key[0][1])
         with self._memo_lock:
             self._memo[key] = found
             if len(self._memo) > self.memo_size:
                 self._memo.popitem(last=False)
         return found
 
-    def _rights_table(self, user: model.User, company: model.Company) -> dict[str, str | None]:
-        table = {}
-        for right in self.info.rights:
-            if self.allows(user, right, company):
-                rules = self.rules_granting(user, right, company)
-                table[right] = preferred_rule(rules)
-            else:
-                table[right] = None
-        return table
+    def _answer(self, user: model.User, right: str, company: model.Company) -> str | None:
+        if not self.allows(user, right, company):
+            return None
+        return preferred_rule(self.rules_granting(user, right, company))
+
+    def rights_table(self, user: model.User, company: model.Company) -> dict[str, str | None]:
+        """``answer`` for every right of the policy."""
+        return {right: self.answer(user, right, company) for right in self.info.rights}
 
     def rules_granting(self, user: model.User, right: str, company: model.Company) -> list[str]:
         """Name the ``holds_right`` rules that give ``right`` (for reasons and explain)."""

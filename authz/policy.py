@@ -21,7 +21,7 @@ from authz import audit, model
 from authz.audit import Context
 from authz.engine import Engine, LoadedPolicy, PolicyRejected, Problem, policy_version, read_policy
 from authz.errors import InvalidInput, NotFound
-from authz.store import Database
+from authz.store import Database, reaching
 from authz.tables import utcnow
 
 log = logging.getLogger("authz.policy")
@@ -201,11 +201,16 @@ class PolicyAdmin:
                     company = facts[siret]
                     for email in people[siret]:
                         pairs += 1
-                        held_before = before.rights_held(users[email], company)
-                        held_after = after.rights_held(users[email], alter(company))
+                        mine = reaching(company, users[email])
+                        held_before = _held(before, users[email], mine)
+                        held_after = _held(after, users[email], alter(mine))
                         gained += [Change(email, r, siret) for r in sorted(held_after - held_before)]
                         lost += [Change(email, r, siret) for r in sorted(held_before - held_after)]
         return Impact(tuple(gained), tuple(lost), pairs)
+
+
+def _held(engine: Engine, user: model.User, company: model.Company) -> set[str]:
+    return {right for right, rule in engine.rights_table(user, company).items() if rule is not None}
 
 
 def _fingerprint(root: Path) -> tuple:

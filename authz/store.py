@@ -535,3 +535,17 @@ def grant_fact(row) -> model.Grant:
         ends_at=model.epoch(row.ends_at),
     )
 
+
+def reaching(company: model.Company, user: model.User) -> model.Company:
+    """The links of ``company`` a single question by ``user`` loads (as Tx.company_facts loads them).
+
+    Cached answers must come from the same facts whichever path computed them.
+    """
+    if not (user.admin_of or user.manages or user.collaborates):
+        return model.Company(company.siret)
+    firms = user.manages | user.collaborates
+    return model.Company(
+        company.siret,
+        tuple(d for d in company.delegations if d.firm in firms),
+        tuple(g for g in company.grants if g.collaborator == user.email),
+    )

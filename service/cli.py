@@ -99,13 +99,34 @@ def keys_revoke(name: str) -> None:
 
 
 @main.command()
-def demo() -> None:
-    """Load the demo story (idempotent)."""
+@click.option("--size", type=click.Choice(["small", "medium", "large", "national"]), default=None,
+              help="Instead of the story, load a synthetic dataset of this size into an empty database.")
+@click.option("--seed", type=int, default=None, help="With --size: the dataset's seed (same seed, same data).")
+def demo(size: str | None, seed: int | None) -> None:
+    """Load the demo story (idempotent), or with --size a synthetic dataset."""
     settings = _settings()
     database = _database(settings)
     from authz import migrate
 
     migrate.upgrade(settings["AUTHZ_DATABASE_URL"])
+    if size is not None:
+        import time
+
+        from authz import dataset
+
+        started = time.perf_counter()
+        try:
+            loaded = dataset.load_dataset(
+                database, size, seed=dataset.DEFAULT_SEED if seed is None else seed,
+                progress=lambda message: click.echo(f"  {message}"),
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"dataset {size} (seed {loaded.seed}) loaded in {time.perf_counter() - started:.1f}s "
+                   f"({loaded.method}):")
+        for line in loaded.lines():
+            click.echo(f"  {line}")
+        return
     summary = load_demo(Management(database, LoadedPolicy(settings["AUTHZ_POLICY_DIR"])))
     click.echo("demo loaded:" if summary.loaded else "demo already loaded:")
     for line in summary.lines:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from functools import wraps
 
@@ -11,6 +12,7 @@ from marshmallow import Schema
 
 from authz import model, tokens
 from authz.audit import Context
+from authz.errors import NotFound
 from authz.identifiers import is_email, normalize_email
 from service.errors import ApiError
 
@@ -35,12 +37,51 @@ def json_body() -> dict:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    try:
+        problem = _unstorable_text(data)
+    except RecursionError as exc:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from exc
+    if problem:
+        # The field's own name may hold the bad character: show it escaped.
+        field, why = problem[0].encode("utf-8", "backslashreplace").decode("utf-8"), problem[1]
+        raise ApiError(400, "invalid_request", f"{field}: {why}", {field.split(".")[0]: [why]})
     return data
+
+
+def _unstorable_text(value, path: str = "") -> tuple[str, str] | None:
+    """Find a string no database can store: a lone UTF-16 surrogate (from a \\ud800
+    escape) or a NUL character. Return (field path, why), or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path or "body", "contains a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body", "contains an unpaired UTF-16 surrogate"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = f"{path}.{key}" if path else str(key)
+        found = _unstorable_text(key, here) if isinstance(key, str) else None
+        found = found or _unstorable_text(item, here)
+        if found:
+            return found
+    return None
 
 
 def load(schema: type[Schema], data: dict | None = None) -> dict:
     """Validate ``data`` (the JSON body by default) against ``schema``."""
     return schema().load(json_body() if data is None else data)
+
+
+_LINK_ID = re.compile(r"[0-9a-f]{24}")
+
+
+def link_id(value: str) -> str:
+    """Delegation and grant ids are 24 hex digits; anything else in a path names nothing."""
+    if not _LINK_ID.fullmatch(value):
+        raise NotFound("no such delegation or grant", code="not_found")
+    return value
 
 
 def _bearer() -> str | None:

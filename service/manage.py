@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify, request
 from authz.errors import NotFound
 from authz.identifiers import is_email, is_siret, normalize_email
 from service import schemas
-from service.http import api_doc, context, load, may, requires, services
+from service.http import api_doc, context, link_id, load, may, requires, services
 
 bp = Blueprint("manage", __name__, url_prefix="/v1")
 
@@ -125,7 +125,7 @@ def activate():
 @requires("manage")
 @api_doc("Read a delegation", response=schemas.DelegationSchema, errors=ERRORS, acting_user=True)
 def get_delegation(delegation_id):
-    return _reply(schemas.DelegationSchema, services().management.get_delegation(context(), delegation_id))
+    return _reply(schemas.DelegationSchema, services().management.get_delegation(context(), link_id(delegation_id)))
 
 
 @bp.patch("/delegations/<delegation_id>")
@@ -134,7 +134,7 @@ def get_delegation(delegation_id):
          body=schemas.LinkPatchSchema, response=schemas.DelegationSchema, errors=ERRORS, acting_user=True)
 def change_delegation(delegation_id):
     body = load(schemas.LinkPatchSchema)
-    record = services().management.change_delegation(context(), delegation_id, **_patch_args(body))
+    record = services().management.change_delegation(context(), link_id(delegation_id), **_patch_args(body))
     return _reply(schemas.DelegationSchema, record)
 
 
@@ -143,7 +143,7 @@ def change_delegation(delegation_id):
 @api_doc("Revoke a delegation (the company) or renounce it (the firm's manager)",
          response=schemas.DelegationSchema, errors=ERRORS, acting_user=True)
 def revoke_delegation(delegation_id):
-    return _reply(schemas.DelegationSchema, services().management.revoke_delegation(context(), delegation_id))
+    return _reply(schemas.DelegationSchema, services().management.revoke_delegation(context(), link_id(delegation_id)))
 
 
 # ---- firms ---------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def grant(siret):
 @requires("manage")
 @api_doc("Read a grant", response=schemas.GrantSchema, errors=ERRORS, acting_user=True)
 def get_grant(grant_id):
-    return _reply(schemas.GrantSchema, services().management.get_grant(context(), grant_id))
+    return _reply(schemas.GrantSchema, services().management.get_grant(context(), link_id(grant_id)))
 
 
 @bp.patch("/grants/<grant_id>")
@@ -210,14 +210,14 @@ def get_grant(grant_id):
          response=schemas.GrantSchema, errors=ERRORS, acting_user=True)
 def change_grant(grant_id):
     body = load(schemas.LinkPatchSchema)
-    return _reply(schemas.GrantSchema, services().management.change_grant(context(), grant_id, **_patch_args(body)))
+    return _reply(schemas.GrantSchema, services().management.change_grant(context(), link_id(grant_id), **_patch_args(body)))
 
 
 @bp.delete("/grants/<grant_id>")
 @requires("manage")
 @api_doc("Revoke a grant", response=schemas.GrantSchema, errors=ERRORS, acting_user=True)
 def revoke_grant(grant_id):
-    return _reply(schemas.GrantSchema, services().management.revoke_grant(context(), grant_id))
+    return _reply(schemas.GrantSchema, services().management.revoke_grant(context(), link_id(grant_id)))
 
 
 # ---- audit -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify
 from authz.engine import PolicyRejected
 from authz.policy import check_draft
 from service import schemas
-from service.http import api_doc, context, load, requires, services
+from service.http import api_doc, context, link_id, load, requires, services
 
 bp = Blueprint("policy_admin", __name__, url_prefix="/v1")
 
@@ -63,7 +63,7 @@ def impact():
          body=schemas.DelegationImpactRequestSchema, response=schemas.ImpactSchema, errors=(400, 401, 403, 404))
 def delegation_impact(delegation_id):
     body = load(schemas.DelegationImpactRequestSchema)
-    return _impact(services().policy_admin.impact_of_delegation_change(delegation_id, body["scope"]))
+    return _impact(services().policy_admin.impact_of_delegation_change(link_id(delegation_id), body["scope"]))
 
 
 def _impact(found):
