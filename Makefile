@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export AUTHZ_DATABASE_URL ?= sqlite:///var/authz.sqlite3
 
-.PHONY: run test install demo bench clean
+.PHONY: run test lint install demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is needed (oso 0.27.3 has no wheels for others); set PYTHON=/path/to/python3.12"; exit 1; }
@@ -33,6 +33,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 ## make bench: the benchmark (BENCHMARKS.md); BENCH_ARGS="--quick" or "--size medium --db sqlite" etc.
+## make lint: ruff (style and bugs) and mypy (types), configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		{ apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }; } || \

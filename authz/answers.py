@@ -32,8 +32,8 @@ class Entry:
 
 def horizon(company: model.Company, now: float, max_age: float) -> float:
     """The instant an answer computed from ``company``'s links at ``now`` may change by itself."""
-    ends = [link.ends_at for link in (*company.delegations, *company.grants)
-            if link.ends_at is not None and link.ends_at > now]
+    links: list[model.Delegation | model.Grant] = [*company.delegations, *company.grants]
+    ends = [link.ends_at for link in links if link.ends_at is not None and link.ends_at > now]
     return min([now + max_age, *ends])
 
 

@@ -16,6 +16,7 @@ from authz.engine import Engine, preferred_rule
 from authz.store import Database, Tx, delegation_fact, reaching
 from authz.tables import utcnow
 
+
 class Decisions:
     """Answer "may user X do Y for company Z?" and its searches.
 
@@ -100,8 +101,14 @@ class Decisions:
             if right not in engine.rights:
                 facts = tx.companies_facts(candidates, firms=user.manages | user.collaborates, collaborator=email)
                 return [siret for siret in candidates if engine.allows(user, right, facts[siret])]
-            cached = {siret: self.cache.get((email, siret), now) for siret in candidates}
-            missing = [siret for siret, entry in cached.items() if entry is None]
+            cached: dict[str, Entry] = {}
+            missing = []
+            for siret in candidates:
+                entry = self.cache.get((email, siret), now)
+                if entry is None:
+                    missing.append(siret)
+                else:
+                    cached[siret] = entry
             facts = tx.companies_facts(missing, firms=user.manages | user.collaborates, collaborator=email)
         for siret in missing:
             cached[siret] = Entry(user, facts[siret], horizon(facts[siret], now, self.cache.max_age))
@@ -234,7 +241,7 @@ def _diagnose(
         return model.Link("right", right, False, detail="unknown_right")
     if not known:
         return model.Link("company", company.siret, False, detail="unknown_company")
-    paths = [(None, firm) for firm in sorted(user.manages)]
+    paths: list[tuple[model.Grant | None, str]] = [(None, firm) for firm in sorted(user.manages)]
     paths += [
         (grant, grant.firm)
         for grant in company.grants

@@ -49,7 +49,9 @@ def config(url: str | None = None, connection: Connection | None = None) -> Conf
 
 def head() -> str:
     """The newest revision shipped with this package."""
-    return ScriptDirectory.from_config(config()).get_current_head()
+    found = ScriptDirectory.from_config(config()).get_current_head()
+    assert found is not None, "the package ships at least one revision"
+    return found
 
 
 def upgrade(url: str) -> None:

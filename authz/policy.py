@@ -256,7 +256,7 @@ class PolicyWatcher(threading.Thread):
         while not self._stop_event.wait(self.interval):
             try:
                 self.admin.reload_if_changed(ctx)
-            except Exception:  # noqa: BLE001 - the watcher must survive a bad edit or a DB blip
+            except Exception:
                 log.exception("policy watcher: reload attempt failed; the running policy stays")
 
     def stop(self) -> None:

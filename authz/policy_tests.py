@@ -128,7 +128,7 @@ class PolicyTestReport:
         self.failed = len(self.cases) - self.passed
         self.errors = [table for table in self.tables if table.error]
         self.ok = bool(self.tables) and all(table.ok for table in self.tables)
-        self.failures = [Failure(table.file, table.name, table.error) for table in self.errors] + [
+        self.failures = [Failure(table.file, table.name, table.error or "") for table in self.errors] + [
             Failure(table.file, table.name, f"{table.name}: {case.label}: expected {case.expected}, got {case.actual}")
             for table in self.tables for case in table.cases if not case.passed
         ]
@@ -222,7 +222,10 @@ class _World:
     def __init__(self, spec: object):
         spec = _fields("table", spec, ("name",), _TABLE_KEYS)
         self.now = _instant("now", spec["now"], DEFAULT_NOW) if spec.get("now") else DEFAULT_NOW
-        self.people, self.companies, self.firms, self.managers = {}, {}, {}, {}
+        self.people: dict[str, str] = {}
+        self.companies: dict[str, str] = {}
+        self.firms: dict[str, str] = {}
+        self.managers: dict[str, str] = {}
         self.rows: list[tuple] = []  # (table, values) in an order every foreign key accepts
         for name, email in _named("people", spec.get("people")).items():
             self.people[name] = self._email(f"people.{name}", email)
@@ -244,7 +247,7 @@ class _World:
             raise TableError("the table asks nothing: add rows under expect or searches")
 
     def _email(self, where: str, value: object) -> str:
-        if not is_email(value):
+        if not isinstance(value, str) or not is_email(value):
             raise TableError(f"{where}: {value!r} is not an e-mail address")
         if normalize_email(value) in self.people.values():
             raise TableError(f"{where}: {value!r} is already someone else's e-mail")
@@ -252,7 +255,7 @@ class _World:
 
     @staticmethod
     def _siret(where: str, value: object, taken: dict) -> str:
-        if not is_siret(value):
+        if not isinstance(value, str) or not is_siret(value):
             raise TableError(f"{where}: {value!r} is not a SIRET (14 digits with a valid Luhn check digit)")
         if value in taken.values():
             raise TableError(f"{where}: SIRET {value} is used twice")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from typing import Any
 
 from authz import model
 
@@ -78,21 +79,18 @@ def canonical(user: model.User, company: model.Company) -> tuple[model.User, mod
 
 
 def _identifiers(user: model.User, company: model.Company) -> set[str]:
-    found = {user.email, company.siret, *user.admin_of, *user.manages, *user.collaborates}
+    found: set[str | None] = {user.email, company.siret, *user.admin_of, *user.manages, *user.collaborates}
     for d in company.delegations:
         found.update((d.id, d.company, d.manager_email, d.firm))
     for g in company.grants:
         found.update((g.id, g.firm, g.collaborator, g.company))
-    found.discard(None)
-    return found
+    return {value for value in found if value is not None}
 
 
 def _instants(user: model.User, company: model.Company) -> set[float]:
-    found = {user.now}
-    found.update(d.ends_at for d in company.delegations)
-    found.update(g.ends_at for g in company.grants)
-    found.discard(None)
-    return found
+    links: list[model.Delegation | model.Grant] = [*company.delegations, *company.grants]
+    ends = [link.ends_at for link in links]
+    return {user.now, *(end for end in ends if end is not None)}
 
 
 class _Relabel:
@@ -100,6 +98,7 @@ class _Relabel:
 
     def __init__(self, values: set, numeric: bool = False):
         ordered = sorted(values)
+        self.table: dict[Any, Any]
         if numeric:
             self.table = {value: float(rank) for rank, value in enumerate(ordered)}
         else:

@@ -278,10 +278,6 @@ class Tx:
         """Every registered company, sorted (for impact reports over the whole store)."""
         return [row[0] for row in self.conn.execute(select(companies.c.siret).order_by(companies.c.siret))]
 
-    def company_names(self, sirets: Iterable[str]) -> dict[str, str]:
-        rows = self.conn.execute(select(companies.c.siret, companies.c.name).where(companies.c.siret.in_(_in_list(sirets))))
-        return {row.siret: row.name for row in rows}
-
     def admins(self, siret: str) -> list[str]:
         rows = self.conn.execute(
             select(company_admins.c.user_email)

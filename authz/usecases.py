@@ -86,13 +86,13 @@ class Management:
             tx.insert_company(siret, name, now)
             tx.add_admin(siret, admin_email, now)
             audit.record(tx, ctx, now, "company.register", company=siret, subject=admin_email, name=name)
-            return tx.company(siret)
+            return _company(tx, siret)
 
     def get_company(self, ctx: Context, siret: str) -> model.CompanyRecord:
         now = self.clock()
         with self.db.transaction(write=False) as tx:
             self._require(self.policy(), self._acting(tx, ctx, now), "read", model.CompanySpace(siret))
-            return tx.company(siret)
+            return _company(tx, siret)
 
     def add_admin(self, ctx: Context, siret: str, email: str) -> model.CompanyRecord:
         now = self.clock()
@@ -102,7 +102,7 @@ class Management:
             if not tx.add_admin(siret, email, now):
                 raise Conflict("this person is already an admin of the company", code="already_admin")
             audit.record(tx, ctx, now, "company.admin_add", company=siret, subject=email)
-            return tx.company(siret)
+            return _company(tx, siret)
 
     def remove_admin(self, ctx: Context, siret: str, email: str) -> model.CompanyRecord:
         now = self.clock()
@@ -116,7 +116,7 @@ class Management:
                 raise Conflict("the last admin of a company cannot be removed", code="last_admin")
             tx.remove_admin(siret, email)
             audit.record(tx, ctx, now, "company.admin_remove", company=siret, subject=email)
-            return tx.company(siret)
+            return _company(tx, siret)
 
     # ---- delegations ------------------------------------------------------------------
 
@@ -308,7 +308,8 @@ class Management:
         now = self.clock()
         with self.db.transaction(write=False) as tx:
             self._firm(tx, ctx, now, firm_siret, "manage_collaborators")
-            return [model.CollaboratorRecord(r.firm_siret, r.user_email, r.created_at) for r in tx.collaborators(firm_siret)]
+            rows = tx.collaborators(firm_siret)
+            return [model.CollaboratorRecord(r.firm_siret, r.user_email, r.created_at) for r in rows]
 
     def add_collaborator(self, ctx: Context, firm_siret: str, email: str) -> model.CollaboratorRecord:
         now = self.clock()
@@ -473,6 +474,13 @@ class Management:
                     raise InvalidInput("give the company whose log you want", {"company": ["required"]})
                 self._require(self.policy(), self._acting(tx, ctx, now), "read_audit", model.CompanySpace(company))
             return tx.audit(company, user, since, after_id, limit)
+
+
+def _company(tx: Tx, siret: str) -> model.CompanyRecord:
+    record = tx.company(siret)
+    if record is None:
+        raise NotFound("no such company", code="company_not_found")
+    return record
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -36,8 +36,8 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
     app = Flask(__name__)
     app.config.update(config.from_env())
     app.config.update(overrides or {})
-    app.json.sort_keys = False
-    app.json.ensure_ascii = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     db = Database(app.config["AUTHZ_DATABASE_URL"])
     policy = LoadedPolicy(app.config["AUTHZ_POLICY_DIR"])

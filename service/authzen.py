@@ -11,7 +11,7 @@ from marshmallow import ValidationError
 from authz.identifiers import normalize_email
 from service import schemas
 from service.errors import ApiError
-from service.http import api_doc, json_body, load, requires, services
+from service.http import api_doc, load, requires, services
 
 bp = Blueprint("authzen", __name__)
 

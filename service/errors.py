@@ -74,8 +74,9 @@ def register(app: Flask) -> None:
         if exc.code == 413:
             code = "payload_too_large"
         headers = {}
-        if exc.code == 405 and exc.valid_methods:
-            headers["Allow"] = ", ".join(exc.valid_methods)
+        allowed = getattr(exc, "valid_methods", None)
+        if exc.code == 405 and allowed:
+            headers["Allow"] = ", ".join(allowed)
         return envelope(exc.code or 500, code, exc.description or exc.name, headers=headers)
 
     @app.errorhandler(Exception)

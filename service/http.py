@@ -24,7 +24,7 @@ def services():
 
 def json_body() -> dict:
     """Parse the request body as one JSON object, or refuse with a clear 4xx."""
-    if not request.mimetype or request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+    if not request.mimetype or (request.mimetype != "application/json" and not request.mimetype.endswith("+json")):
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = request.get_data(cache=True)
     try:
@@ -113,7 +113,7 @@ def requires(area: str) -> Callable:
             g.api_key = key
             return view(*args, **kwargs)
 
-        guarded.api_area = area
+        guarded.api_area = area  # type: ignore[attr-defined]
         return guarded
 
     return decorate
@@ -149,7 +149,7 @@ def api_doc(summary: str, *, body: type[Schema] | None = None, response: type[Sc
     """Attach OpenAPI facts to a view; ``service/openapi.py`` reads them."""
 
     def decorate(view: Callable) -> Callable:
-        view.api_doc = {
+        view.api_doc = {  # type: ignore[attr-defined]
             "summary": summary, "body": body, "response": response, "status": status,
             "errors": errors, "query": query, "acting_user": acting_user,
         }

@@ -210,7 +210,8 @@ def get_grant(grant_id):
          response=schemas.GrantSchema, errors=ERRORS, acting_user=True)
 def change_grant(grant_id):
     body = load(schemas.LinkPatchSchema)
-    return _reply(schemas.GrantSchema, services().management.change_grant(context(), link_id(grant_id), **_patch_args(body)))
+    record = services().management.change_grant(context(), link_id(grant_id), **_patch_args(body))
+    return _reply(schemas.GrantSchema, record)
 
 
 @bp.delete("/grants/<grant_id>")

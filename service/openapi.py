@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from html import escape
+from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
@@ -64,10 +65,14 @@ def _operation(rule, view, doc: dict) -> dict:
                                     "schema": {"type": "string"}})
     if doc["body"]:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": doc["body"]}}}
-    responses = {str(doc["status"]): {"description": "Success"}}
+    responses: dict[str, dict[str, Any]] = {str(doc["status"]): {"description": "Success"}}
     if doc["response"]:
         responses[str(doc["status"])]["content"] = {"application/json": {"schema": doc["response"]}}
-    errors = set(doc["errors"]) | ({413, 415} if doc["body"] else set()) | ({503} if hasattr(view, "api_area") else set())
+    errors = set(doc["errors"])
+    if doc["body"]:
+        errors |= {413, 415}
+    if hasattr(view, "api_area"):
+        errors.add(503)
     for status in sorted(errors):
         responses[str(status)] = {"description": ERROR_TEXT[status],
                                   "content": {"application/json": {"schema": "Error"}}}
