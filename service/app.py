@@ -9,6 +9,7 @@ from datetime import datetime
 
 from flask import Flask, g, request
 
+from authz.answers import AnswerCache
 from authz.decisions import Decisions
 from authz.engine import LoadedPolicy
 from authz.policy import PolicyAdmin
@@ -45,7 +46,8 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
         db=db,
         policy=policy,
         management=Management(db, policy, clock=clock, activation_ttl=app.config["AUTHZ_ACTIVATION_TTL"]),
-        decisions=Decisions(db, policy, clock=clock),
+        decisions=Decisions(db, policy, clock=clock, cache=AnswerCache(
+            app.config["AUTHZ_DECISION_CACHE_SIZE"], app.config["AUTHZ_DECISION_CACHE_SECONDS"])),
         policy_admin=PolicyAdmin(db, policy, clock=clock),
     )
 

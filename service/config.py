@@ -52,10 +52,42 @@ def _policy_dir(env: Mapping[str, str]) -> Path:
     return path
 
 
+def _file(path: str) -> dict[str, str]:
+    """Read ``NAME=value`` lines (blank lines and # comments allowed) from a settings file."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"AUTHZ_CONFIG_FILE={path} cannot be read: {exc.strerror}") from exc
+    found = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not name.startswith("AUTHZ_"):
+            raise ConfigError(f"{path}:{number}: expected AUTHZ_NAME=value, got {line!r}")
+        found[name] = value.strip().strip('"').strip("'")
+    return found
+
+
 def from_env(env: Mapping[str, str] | None = None) -> dict:
-    """Read every setting, with defaults; raise ``ConfigError`` on a bad value."""
-    env = os.environ if env is None else env
+    """Read every setting, with defaults; raise ``ConfigError`` on a bad value.
+
+    ``AUTHZ_CONFIG_FILE`` may name a file of ``AUTHZ_NAME=value`` lines; variables in
+    the environment win over the file.
+    """
+    env = dict(os.environ if env is None else env)
+    if env.get("AUTHZ_CONFIG_FILE"):
+        env = {**_file(env["AUTHZ_CONFIG_FILE"]), **env}
+    production = env.get("AUTHZ_ENV", "development").strip().lower()
+    if production not in ("development", "production"):
+        raise ConfigError(f"AUTHZ_ENV must be development or production, got {production!r}")
+    if production == "production" and not env.get("AUTHZ_DATABASE_URL"):
+        raise ConfigError("AUTHZ_ENV=production needs AUTHZ_DATABASE_URL: no default database in production")
     return {
+        # development (defaults allowed) or production (every needed setting explicit).
+        "AUTHZ_ENV": production,
         # SQLite file by default; a postgresql+psycopg:// URL at scale.
         "AUTHZ_DATABASE_URL": env.get("AUTHZ_DATABASE_URL") or DEFAULT_URL,
         # Folder holding policies.polar and policies/.
@@ -73,6 +105,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "AUTHZ_POLICY_WATCH_SECONDS": _int(env, "AUTHZ_POLICY_WATCH_SECONDS", 2, minimum=0),
         # Base URL advertised in /.well-known/authzen-configuration (default: the request's).
         "AUTHZ_PUBLIC_URL": env.get("AUTHZ_PUBLIC_URL") or None,
+        # Answers kept per worker, and for how long at most (an end date or a change ends them sooner).
+        "AUTHZ_DECISION_CACHE_SIZE": _int(env, "AUTHZ_DECISION_CACHE_SIZE", 50_000, minimum=0),
+        "AUTHZ_DECISION_CACHE_SECONDS": _int(env, "AUTHZ_DECISION_CACHE_SECONDS", 300, minimum=1),
         # Level of the service's JSON log lines on stderr (one per request, at INFO).
         "AUTHZ_LOG_LEVEL": _level(env, "AUTHZ_LOG_LEVEL", "INFO"),
         # Level of the one line per decision (DEBUG: quiet under the default AUTHZ_LOG_LEVEL).
