@@ -192,10 +192,6 @@ def _portfolios(rng: random.Random, size: Size) -> list[int]:
     return [min(count, size.companies) for count in counts]
 
 
-def _slug(value: str) -> str:
-    return "".join(ch for ch in value.lower() if ch.isascii() and ch.isalnum())
-
-
 @dataclass
 class _Link:
     """A company-firm pair and its current delegation."""
@@ -380,12 +376,12 @@ class Generator:
             yield (_id(rng), company, manager, firm, "active", scope, self._token_hash(token),
                    created + ttl, link.ends_at, created, min(updated, self.now), activated, None)
         # Designations of a manager who has no firm account yet (pending, some expired).
-        for company in rng.sample(range(self.size.companies), int(self.size.companies * NEW_MANAGER_PENDING_SHARE)):
+        for index in rng.sample(range(self.size.companies), int(self.size.companies * NEW_MANAGER_PENDING_SHARE)):
             token += 1
             days = rng.randint(0, 20)
             created = self.now - timedelta(days=days, hours=rng.randint(0, 23))
-            manager = f"{rng.choice(FIRST_NAMES)}.{rng.choice(LAST_NAMES)}@nouveau-cabinet-{company}.example"
-            yield (_id(rng), self.company_sirets[company], manager, None, "pending", " ".join(_scope(rng)),
+            manager = f"{rng.choice(FIRST_NAMES)}.{rng.choice(LAST_NAMES)}@nouveau-cabinet-{index}.example"
+            yield (_id(rng), self.company_sirets[index], manager, None, "pending", " ".join(_scope(rng)),
                    self._token_hash(token), created + ttl, None, created, created, None, None)
 
     def grant_rows(self) -> Iterator[tuple]:
@@ -441,7 +437,6 @@ class Generator:
 def _grant_quotas(links: list[int], staff: list[int], target: int) -> list[int]:
     """Grants per firm: proportional to its links, capped at staff x links, summing to ~target."""
     caps = [n * k for n, k in zip(links, staff, strict=True)]
-    total_links = sum(links) or 1
     low, high = 0.0, float(max(target, 1))
     for _ in range(60):
         ratio = (low + high) / 2
@@ -449,7 +444,6 @@ def _grant_quotas(links: list[int], staff: list[int], target: int) -> list[int]:
             low = ratio
         else:
             high = ratio
-    del total_links
     return [min(cap, round(high * n)) for n, cap in zip(links, caps, strict=True)]
 
 
@@ -526,6 +520,7 @@ def _copy(db: Database, table, rows: Iterable[tuple]) -> int:
     count = 0
     with db.engine.connect() as conn, conn.begin():
         raw = conn.connection.driver_connection
+        assert raw is not None
         with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(tuple(_naive(value) for value in row))

@@ -44,7 +44,9 @@ class Decisions:
         return user, tx.company_facts(siret, user)
 
     def _sync(self, tx: Tx, engine: Engine) -> None:
-        self.cache.sync((engine.version, tx.data_version()))
+        version = tx.data_version()
+        # Without a data version no change can be noticed: forget at every request.
+        self.cache.sync((engine.version, version if version is not None else object()))
 
     def _entry(self, tx: Tx, engine: Engine, email: str, siret: str, now: float) -> Entry:
         entry = self.cache.get((email, siret), now)

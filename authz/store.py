@@ -465,11 +465,18 @@ class Tx:
         self.bump_data_version()
 
     def bump_data_version(self) -> None:
-        self.conn.execute(update(data_version).where(data_version.c.id == 1).values(version=data_version.c.version + 1))
+        """Count one more change; the row is created if someone removed it."""
+        bump = update(data_version).where(data_version.c.id == 1).values(version=data_version.c.version + 1)
+        if self.conn.execute(bump).rowcount == 0:
+            try:
+                with self.conn.begin_nested():
+                    self.conn.execute(insert(data_version).values(id=1, version=1))
+            except IntegrityError:  # another writer created it meanwhile
+                self.conn.execute(bump)
 
-    def data_version(self) -> int:
-        """The current data version (0 before any change)."""
-        return self.conn.execute(select(data_version.c.version).where(data_version.c.id == 1)).scalar() or 0
+    def data_version(self) -> int | None:
+        """The current data version; None if its row is missing (then nothing may be cached)."""
+        return self.conn.execute(select(data_version.c.version).where(data_version.c.id == 1)).scalar()
 
     def audit(
         self,

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from flask import Blueprint, jsonify, request
+from marshmallow import ValidationError
 
 from authz.errors import NotFound
 from authz.identifiers import is_email, is_siret, normalize_email
 from service import schemas
+from service.errors import ApiError
 from service.http import api_doc, context, link_id, load, may, requires, services
 
 bp = Blueprint("manage", __name__, url_prefix="/v1")
@@ -229,7 +231,11 @@ def revoke_grant(grant_id):
 @api_doc("The append-only change log (admin key: all; a company admin: their company)",
          query=schemas.AuditQuerySchema, response=schemas.AuditPageSchema, errors=(400, 401, 403))
 def audit():
-    query = schemas.AuditQuerySchema().load(request.args.to_dict())
+    try:
+        query = schemas.AuditQuerySchema().load(request.args.to_dict())
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_query", "the query string does not match the expected parameters",
+                       exc.messages if isinstance(exc.messages, dict) else {"_query": exc.messages}) from exc
     read_all = may("audit_all")
     records = services().management.audit_log(
         context(user_required=not read_all),

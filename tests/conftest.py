@@ -17,7 +17,7 @@ from authz.audit import Context
 from authz.decisions import Decisions
 from authz.engine import Engine
 from authz.store import Database
-from authz.tables import metadata
+from authz.tables import data_version, metadata
 from authz.usecases import Management
 from tests.support import ROOT, Clock
 
@@ -57,9 +57,11 @@ def postgres_url():
 
 
 def _empty(database: Database) -> None:
+    """Delete every row, then put back the data version row a fresh schema starts with."""
     with database.engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             conn.execute(table.delete())
+        conn.execute(data_version.insert().values(id=1, version=0))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

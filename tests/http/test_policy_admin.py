@@ -57,7 +57,8 @@ def test_validate_accepts_the_shipped_policy(api: Api):
 
 def test_validate_reports_a_syntax_error_with_file_line_and_column(api: Api):
     files = shipped_files()
-    files["policies/firm.polar"] = files["policies/firm.polar"].replace("grant.firm in user.manages;", "grant.firm in user.manages")
+    firm = files["policies/firm.polar"]
+    files["policies/firm.polar"] = firm.replace("grant.firm in user.manages;", "grant.firm in user.manages")
 
     body = api.post("/v1/policy/validate", key="admin", json={"files": files}).get_json()
 
@@ -173,7 +174,7 @@ def test_impact_of_narrowing_a_delegation_names_what_it_takes_away(api: Api, sto
     assert all(c["user"] != ADMIN for c in revoked["lost"])
     # A preview changes nothing.
     assert api.decide(MANAGER, "salaries", DUPONT) is True
-    assert CABINET == story.delegation["firm"]
+    assert story.delegation["firm"] == CABINET
 
 
 def test_impact_of_an_unknown_delegation_is_404(api: Api):

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from authz.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from authz.model import LinkStatus
-from authz.tables import metadata
+from authz.tables import data_version, metadata
 from authz.usecases import Management
 from tests.support import (
     ADMIN,
@@ -749,3 +749,17 @@ def test_only_company_admin_reads_the_company_audit_log(management, db, portal, 
     register(management, portal, MARTIN, OTHER_ADMIN)
     with refused(db, Forbidden, "forbidden"):
         management.audit_log(as_user(who), may_read_all=False, company=DUPONT)
+
+
+def test_a_missing_data_version_row_never_leaves_a_stale_answer(db, management, decisions, portal):
+    # The row is the only way other processes notice a change: without it, nothing is cached.
+    management.register_company(portal, DUPONT, "Maçonnerie Dupont", ADMIN)
+    with db.engine.begin() as conn:
+        conn.execute(data_version.delete())
+    assert decisions.decide(ADMIN, "compte", DUPONT).allowed
+    management.add_admin(as_user(ADMIN), DUPONT, OTHER_ADMIN)
+    management.remove_admin(as_user(OTHER_ADMIN), DUPONT, ADMIN)
+
+    assert not decisions.decide(ADMIN, "compte", DUPONT).allowed
+    with db.transaction(write=False) as tx:
+        assert tx.data_version() is not None  # the next change put the row back
