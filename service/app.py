@@ -16,7 +16,7 @@ from authz.policy import PolicyAdmin
 from authz.store import Database
 from authz.tables import utcnow
 from authz.usecases import Management
-from service import authzen, config, errors, manage, observability, ops, policy_admin
+from service import authzen, config, errors, manage, observability, ops, policy_admin, throttle
 
 REQUEST_ID_MAX = 200
 
@@ -64,6 +64,7 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
         return response
 
     errors.register(app)
+    throttle.install(app)
     for blueprint in (authzen.bp, manage.bp, ops.bp, policy_admin.bp):
         app.register_blueprint(blueprint)
     observability.install(app)

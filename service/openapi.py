@@ -22,6 +22,7 @@ ERROR_TEXT = {
     413: "Body too large",
     415: "Body is not JSON",
     422: "Policy draft refused (errors with file, line, column)",
+    429: "Too many wrong keys or activation links from this address (see Retry-After)",
     503: "Database or policy unavailable; nothing was decided or changed",
 }
 
@@ -72,7 +73,7 @@ def _operation(rule, view, doc: dict) -> dict:
     if doc["body"]:
         errors |= {413, 415}
     if hasattr(view, "api_area"):
-        errors.add(503)
+        errors |= {429, 503}
     for status in sorted(errors):
         responses[str(status)] = {"description": ERROR_TEXT[status],
                                   "content": {"application/json": {"schema": "Error"}}}

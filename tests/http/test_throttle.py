@@ -1,0 +1,44 @@
+"""Guessing keys or activation links is slowed: after too many wrong tries, 429."""
+
+from __future__ import annotations
+
+from tests.http.conftest import Api, assert_error
+from tests.support import MANAGER, RIVAL
+
+
+def test_wrong_keys_from_one_address_are_refused_for_a_while(api: Api, app):
+    limit = app.config["AUTHZ_GUESS_LIMIT"]
+    for attempt in range(limit):
+        api.keys["wrong"] = f"guess-{attempt}"
+        assert_error(api.get("/v1/policy", key="wrong"), 401)
+
+    refused = api.get("/v1/policy", key="admin")  # even a right key, from that address
+
+    assert_error(refused, 429, code="too_many_failures")
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_wrong_activation_links_count_as_guesses(api: Api, app):
+    body = {"firm_siret": RIVAL, "firm_name": "Cabinet Rival"}
+    for attempt in range(app.config["AUTHZ_GUESS_LIMIT"]):
+        assert_error(api.post("/v1/activations", user=MANAGER, json={"token": f"guess-{attempt}", **body}), 404)
+
+    assert_error(api.post("/v1/activations", user=MANAGER, json={"token": "one-more", **body}), 429)
+
+
+def test_right_keys_are_never_counted(api: Api, app):
+    for _ in range(app.config["AUTHZ_GUESS_LIMIT"] + 5):
+        assert api.get("/v1/policy", key="admin").status_code == 200
+
+
+def test_the_refusal_ends_after_the_window(app):
+    from service.throttle import FailureThrottle
+
+    now = [0.0]
+    throttle = FailureThrottle(limit=3, window=60, clock=lambda: now[0])
+    for _ in range(3):
+        throttle.fail("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") == 60
+    assert throttle.retry_after("10.0.0.2") is None
+    now[0] = 61.0
+    assert throttle.retry_after("10.0.0.1") is None
