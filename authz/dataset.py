@@ -79,6 +79,9 @@ class Size:
     median_clients: int = 17  # client links; about 15 of them active
 
 
+# Sizes are chosen for the growth benchmark (~10k, ~100k, ~1M grants) as much as for realism.
+# 25,000 firms with a median of ~15 clients make ~2 firm links per company (~1.8 in force):
+# the domain lets a company designate several firms, each for different rights; ~14% have none.
 SIZES: dict[str, Size] = {
     # a test fixture
     "small": Size(companies=1_000, firms=100, collaborators=400, grants=4_000, largest_firm=150),

@@ -143,6 +143,7 @@ oso only prints some traps (an unknown class specializer
         self.memo_size = memo_size
         self._memo: OrderedDict = OrderedDict()
         self._memo_lock = threading.Lock()
+        self._key_answers: dict[tuple[model.ApiKey, str], bool] = {}
         self.info = PolicyInfo(
             version=policy_version(sources),
             files=tuple(sources),
@@ -167,6 +168,13 @@ oso only prints some traps (an unknown class specializer
     def allows(self, actor: object, action: str, resource: object) -> bool:
         """Answer the policy's entry rule ``allow(actor, action, resource)``."""
         return self._once("allow", actor, action, resource)
+
+    def key_may_call(self, key: model.ApiKey, area: str) -> bool:
+        """``allow(key, "call", area)``, remembered: it depends on nothing but its arguments."""
+        found = self._key_answers.get((key, area))
+        if found is None:
+            found = self._key_answers[(key, area)] = self.allows(key, "call", area)
+        return found
 
     def answer(self, user: model.User, right: str, company: model.Company) -> str | None:
         """The rule that gives ``right`` to ``user`` on ``company``, or None if denied.

@@ -430,6 +430,7 @@ class Tx:
         self.conn.execute(
             insert(api_keys).values(id=new_id(), name=name, role=role, key_hash=key_hash, created_at=now)
         )
+        self.bump_data_version()  # processes that remember keys must look again
 
     def api_key_by_hash(self, key_hash: str) -> model.ApiKey | None:
         row = self.conn.execute(
@@ -446,6 +447,7 @@ class Tx:
         result = self.conn.execute(
             update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
         )
+        self.bump_data_version()  # a revoked key must fail at once in every process
         return result.rowcount > 0
 
     def claim_policy_event(self, key: str, now: datetime) -> bool:

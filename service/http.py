@@ -92,6 +92,22 @@ def _bearer() -> str | None:
     return credentials.strip()
 
 
+def _known_key(digest: str) -> model.ApiKey | None:
+    """The API key with this digest, remembered while the data version stays the same
+    (creating or revoking a key bumps it, so a revoked key fails at once)."""
+    known = current_app.extensions.setdefault("authz_keys", {"version": None, "keys": {}})
+    with services().db.transaction(write=False) as tx:
+        version = tx.data_version()
+        if version is None or version != known["version"]:
+            known["version"], known["keys"] = version, {}
+        key = known["keys"].get(digest)
+        if key is None:
+            key = tx.api_key_by_hash(digest)
+            if key is not None and version is not None and len(known["keys"]) < 1000:
+                known["keys"][digest] = key  # only real keys: guesses must not fill it
+    return key
+
+
 def requires(area: str) -> Callable:
     """Let the view run only for an API key whose role the policy lets call ``area``."""
 
@@ -99,16 +115,13 @@ def requires(area: str) -> Callable:
         @wraps(view)
         def guarded(*args, **kwargs):
             secret = _bearer()
-            key = None
-            if secret:
-                with services().db.transaction(write=False) as tx:
-                    key = tx.api_key_by_hash(tokens.digest(secret))
+            key = _known_key(tokens.digest(secret)) if secret else None
             if key is None:
                 raise ApiError(
                     401, "unauthenticated", "a valid API key is needed: Authorization: Bearer <key>",
                     headers={"WWW-Authenticate": 'Bearer realm="authz"'},
                 )
-            if not services().policy().allows(key, "call", area):
+            if not services().policy().key_may_call(key, area):
                 raise ApiError(403, "forbidden", f"this API key's role ({key.role}) may not call this endpoint")
             g.api_key = key
             return view(*args, **kwargs)
@@ -122,7 +135,7 @@ def requires(area: str) -> Callable:
 def may(area: str) -> bool:
     """Whether the calling key's role may also reach ``area`` (e.g. the whole audit log)."""
     key: model.ApiKey | None = g.get("api_key")
-    return key is not None and services().policy().allows(key, "call", area)
+    return key is not None and services().policy().key_may_call(key, area)
 
 
 def acting_user(required: bool = True) -> str | None:
