@@ -125,7 +125,9 @@ class Reference:
             return False  # default deny: unknown right or company
         if self.is_admin(user, company):
             return True  # the company keeps every right, delegable or not
-        if any(manager == user and self.firm_holds(firm, right, company, now) for firm, manager in self.managers.items()):
+        if any(
+            manager == user and self.firm_holds(firm, right, company, now) for firm, manager in self.managers.items()
+        ):
             return True
         return any(
             g.collaborator == user
@@ -172,7 +174,8 @@ class Reference:
         return {INVALID} if ends_at is not None and ends_at <= now else set()
 
     def _pair_in_force(self, company: str, firm: str, now: datetime) -> bool:
-        """One active delegation per company-firm pair (domain.md, open points)."""
+        """One active delegation per company-firm pair (domain.md, open points); a lapsed one
+        is no longer active and does not block a renewal."""
         return any(d.company == company and d.firm == firm and d.in_force(now) for d in self.delegations.values())
 
     # ---- companies --------------------------------------------------------------
@@ -304,15 +307,20 @@ class Reference:
             return {FORBIDDEN}
         return set() if email in self.collaborators[firm] else {NOT_FOUND}
 
-    def apply_remove_collaborator(self, firm, email) -> set[str]:
-        """Remove the collaborator and end their grants in the firm; return those ids."""
-        ended = set()
+    def apply_remove_collaborator(self, firm, email, now) -> tuple[set[str], set[str]]:
+        """Remove the collaborator and end all their grants in the firm.
+
+        Returns the ids the service must report as ended (the grants in force) and
+        those it may report (also the lapsed ones, not yet closed: reporting them is a
+        presentation choice).
+        """
+        must, may = set(), set()
         for g in self.grants.values():
             if g.firm == firm and g.collaborator == email and g.status == ACTIVE:
+                (must if g.in_force(now) else may).add(g.id)
                 g.status = REVOKED
-                ended.add(g.id)
         self.collaborators[firm].discard(email)
-        return ended
+        return must, must | may
 
     # ---- grants -----------------------------------------------------------------
 
