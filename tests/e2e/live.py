@@ -6,6 +6,7 @@ the database, keys and demo come from the console script, as an operator would d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -73,10 +74,8 @@ def stand_in(status: int, body: bytes | str | dict, *, delay: float = 0.0, port:
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
-            try:
+            with contextlib.suppress(OSError):  # the client gave up waiting
                 self.wfile.write(raw)
-            except OSError:
-                pass  # the client gave up waiting
 
         do_GET = do_POST = do_PATCH = do_DELETE = _answer
 

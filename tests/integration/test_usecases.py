@@ -377,7 +377,7 @@ def test_revoked_delegation_cannot_change(management, db, portal):
 def test_firm_manager_cannot_change_the_delegation(management, db, portal):
     delegation = delegate(management, portal)
     with refused(db, Forbidden, "forbidden"):
-        management.change_delegation(as_user(MANAGER), delegation.id, scope=DELEGATED + ("salaries",))
+        management.change_delegation(as_user(MANAGER), delegation.id, scope=(*DELEGATED, "salaries"))
 
 
 def test_company_admin_revokes_the_delegation_and_the_chain_loses_every_right(management, decisions, db, portal):
@@ -714,7 +714,7 @@ def test_explain_names_the_delegation_that_broke_the_chain(management, decisions
 
 
 def test_the_whole_story_is_in_the_audit_log_one_record_per_change(management, db, portal):
-    delegation, grant = collaborate(management, portal)
+    _delegation, grant = collaborate(management, portal)
     management.revoke_grant(as_user(MANAGER, "req-last"), grant.id)
     story = [(e.actor, e.action, e.company, e.subject) for e in audit_entries(db)]
     assert story == [
