@@ -273,8 +273,9 @@ class DelegationGraph(RuleBasedStateMachine):
     @rule(pick=picks, actor=actors, scope=st.none() | scopes, ends=end_offsets, clear=st.booleans())
     def change_delegation(self, pick, actor, scope, ends, clear):
         d = self._pick(self.ref.delegations, pick)
-        actor = actor or self._admin_of(d.company)
-        ends_at = self._ends(ends)
+        self._change_delegation(d, actor or self._admin_of(d.company), scope, self._ends(ends), clear)
+
+    def _change_delegation(self, d, actor, scope, ends_at, clear):
         ok, record = self._attempt(
             "change_delegation",
             self.ref.refusals_change_delegation(actor, d.id, scope, ends_at, clear, self.clock()),
@@ -392,11 +393,12 @@ class DelegationGraph(RuleBasedStateMachine):
           clear=st.booleans())
     def change_grant(self, pick, actor, scope, clip, ends, clear):
         g = self._pick(self.ref.grants, pick)
-        actor = actor or self._manager_of(g.firm)
         if clip and scope is not None:
             held = self._held(g.firm, g.company)
             scope = (scope & held) or held or scope
-        ends_at = self._ends(ends)
+        self._change_grant(g, actor or self._manager_of(g.firm), scope, self._ends(ends), clear)
+
+    def _change_grant(self, g, actor, scope, ends_at, clear):
         ok, record = self._attempt(
             "change_grant", self.ref.refusals_change_grant(actor, g.id, scope, ends_at, clear, self.clock()),
             lambda: self.management.change_grant(as_user(actor), g.id, scope, ends_at, clear),
@@ -440,6 +442,30 @@ class DelegationGraph(RuleBasedStateMachine):
             self.clean = False
             deadline = deadlines[pick % len(deadlines)]
             self.clock.now = max(now, deadline - timedelta(seconds=1)) if early else deadline
+
+    @precondition(lambda self: self.ref.delegations)
+    @rule(pick=picks, on_grant=st.booleans(), minutes=st.sampled_from([2, 1, 4]), overshoot=st.booleans())
+    def lapse_while_cached(self, pick, on_grant, minutes, overshoot):
+        """Give a link in force an end date a few minutes ahead, ask about it (the answers
+        get cached), then let the end date pass within the cache's max age."""
+        now = self.clock()
+        if on_grant:
+            links = [g for g in self.ref.grants.values() if g.in_force(now)]
+        else:
+            links = [d for d in self.ref.delegations.values() if d.in_force(now)]
+        if not links:
+            return
+        link = links[-1 - pick % len(links)]
+        ends_at = now + timedelta(minutes=minutes)
+        if on_grant:
+            self._change_grant(link, self._manager_of(link.firm), None, ends_at, False)
+            asked = [(link.collaborator, link.company)]
+        else:
+            self._change_delegation(link, self._admin_of(link.company), None, ends_at, False)
+            staff = {self.ref.managers[link.firm], *self.ref.collaborators[link.firm]}
+            asked = [(person, link.company) for person in sorted(staff)]
+        self._check_searches(self.decisions, asked, [], [])
+        self.clock.advance(minutes=minutes + (1 if overshoot else 0))
 
     # ---- checks --------------------------------------------------------------------
 
