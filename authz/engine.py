@@ -111,9 +111,9 @@ class Engine:
     def __init__(self, sources: dict[str, str] | Path, memo_size: int = 20_000):
         """Compile ``sources`` ({file name: Polar text}, or a folder to read) in one load.
 
-        Any warning is refused too:
-oso only prints some traps (an unknown class specializer
-        makes a rule that can never match) on stdout; they are captured and refused here.
+        Warnings are refused like errors: oso only prints some traps on stdout (an
+        unknown class specializer makes a rule that can never match), so they are
+        captured here. Rules that nothing calls are refused too.
         """
         if not isinstance(sources, dict):
             sources = read_policy(Path(sources))
