@@ -271,9 +271,9 @@ def render(r: dict) -> str:
       "makes every process see a write at once), validates the body with marshmallow and writes a JSON log "
       "line; the floor does none of that. The stream is long-tailed, so each worker meets many pairs for "
       "the first time within a 12 s run.")
-    w("- The next steps, in order of expected gain: answer `evaluations` items from one facts query per "
-      "batch; load the facts of a firm's clients once per search instead of per company; keep warm "
-      "answers across worker restarts (a shared cache such as Redis, versioned by the same data version); "
+    w("- Possible next steps (not measured yet): answer the `evaluations` items of one batch from one facts "
+      "query; keep warm answers across workers and restarts (a shared cache such as Redis, versioned by "
+      "the same data version); "
       "move the hot path off oso to a policy compiled ahead of time.")
     w("")
     return "\n".join(out)
