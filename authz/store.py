@@ -15,12 +15,14 @@ from pathlib import Path
 
 from sqlalchemy import Connection, create_engine, event, insert, literal, select, union_all, update
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from authz import model
-from authz.errors import StoreUnavailable
+from authz.errors import Conflict, StoreUnavailable
 from authz.tables import (
     api_keys,
     audit_log,
@@ -88,6 +90,10 @@ class Database:
                     conn = conn.execution_options(sqlite_immediate=write)
                 with conn.begin():
                     yield Tx(conn, self.is_sqlite)
+        except IntegrityError as exc:
+            # A unique index refused a row a concurrent call wrote first: nothing was saved.
+            raise Conflict("this change collided with a change made at the same time; try again",
+                           code="concurrent_change") from exc
         except OperationalError as exc:
             raise StoreUnavailable("the database is unavailable") from exc
         except DBAPIError as exc:
@@ -144,9 +150,9 @@ class Tx:
     # ---- users -------------------------------------------------------------------
 
     def ensure_user(self, email: str, now: datetime) -> None:
-        exists = self.conn.execute(select(users.c.email).where(users.c.email == email)).first()
-        if not exists:
-            self.conn.execute(insert(users).values(email=email, created_at=now))
+        """Create the user unless it exists, even when a concurrent call creates it too."""
+        dialect = sqlite_insert if self.is_sqlite else postgresql_insert
+        self.conn.execute(dialect(users).values(email=email, created_at=now).on_conflict_do_nothing())
 
     # ---- policy facts --------------------------------------------------------------
 

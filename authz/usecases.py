@@ -83,7 +83,11 @@ class Management:
         with self.db.transaction() as tx:
             if tx.company_exists(siret, lock=True):
                 raise Conflict("this company is already registered", code="company_exists")
-            tx.insert_company(siret, name, now)
+            try:
+                with tx.conn.begin_nested():
+                    tx.insert_company(siret, name, now)
+            except IntegrityError as exc:  # registered by a concurrent call since the check
+                raise Conflict("this company is already registered", code="company_exists") from exc
             tx.add_admin(siret, admin_email, now)
             audit.record(tx, ctx, now, "company.register", company=siret, subject=admin_email, name=name)
             return _company(tx, siret)
@@ -97,8 +101,8 @@ class Management:
     def add_admin(self, ctx: Context, siret: str, email: str) -> model.CompanyRecord:
         now = self.clock()
         with self.db.transaction() as tx:
+            tx.company_exists(siret, lock=True)  # first: the policy must see the admins as they are now
             self._require(self.policy(), self._acting(tx, ctx, now), "manage_admins", model.CompanySpace(siret))
-            tx.company_exists(siret, lock=True)
             if not tx.add_admin(siret, email, now):
                 raise Conflict("this person is already an admin of the company", code="already_admin")
             audit.record(tx, ctx, now, "company.admin_add", company=siret, subject=email)
@@ -107,8 +111,9 @@ class Management:
     def remove_admin(self, ctx: Context, siret: str, email: str) -> model.CompanyRecord:
         now = self.clock()
         with self.db.transaction() as tx:
+            # Lock first, so an admin removed by a concurrent call can no longer act.
+            tx.company_exists(siret, lock=True)
             self._require(self.policy(), self._acting(tx, ctx, now), "manage_admins", model.CompanySpace(siret))
-            tx.company_exists(siret, lock=True)  # serialises concurrent removals
             admins = tx.admins(siret)
             if email not in admins:
                 raise NotFound("this person is not an admin of the company", code="admin_not_found")
@@ -131,10 +136,10 @@ class Management:
         now = self.clock()
         engine = self.policy()
         with self.db.transaction() as tx:
+            tx.company_exists(siret, lock=True)  # first: the policy must see the admins as they are now
             self._require(engine, self._acting(tx, ctx, now), "designate", model.CompanySpace(siret))
             scope = self._scope(engine, scope, delegation=True)
             self._future(ends_at, now)
-            tx.company_exists(siret, lock=True)
             for firm in tx.user_facts(manager_email, now.timestamp()).manages:
                 current = tx.active_delegation(siret, firm)
                 if current is not None and delegation_status(current, now) == model.LinkStatus.ACTIVE:
@@ -204,6 +209,7 @@ class Management:
             audit.record(
                 tx, ctx, now, "delegation.activate", company=row.company_siret, firm=firm_siret,
                 subject=user.email, target=row.id, firm_created=firm is None, lapsed_closed=closed,
+                firm_name=firm_name if firm is None else firm.name,
             )
             return delegation_record(tx.delegation_row(row.id), now)
 

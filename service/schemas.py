@@ -6,6 +6,8 @@ request schemas reject them. Server-set fields are ``dump_only``.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from authz.identifiers import is_email, is_siret, normalize_email
@@ -31,6 +33,17 @@ class Email(fields.String):
         if not is_email(value):
             raise ValidationError("not a valid e-mail address")
         return normalize_email(value)
+
+
+class Instant(fields.AwareDateTime):
+    """An RFC 3339 time with its offset, that must be a real instant (years 1 to 9999 in UTC)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except (OverflowError, ValueError) as exc:
+            raise ValidationError("out of the range of representable times") from exc
 
 
 def _scope(required: bool = True) -> fields.List:
@@ -129,7 +142,11 @@ class EvaluationsRequestSchema(Lenient):
 
 
 class EvaluationsResponseSchema(Schema):
-    evaluations = fields.List(fields.Nested(DecisionSchema), required=True)
+    """The answers in request order; without items in the request, a single decision instead."""
+
+    evaluations = fields.List(fields.Nested(DecisionSchema))
+    decision = fields.Boolean()
+    context = fields.Dict()
 
 
 class PageRequestSchema(Lenient):
@@ -232,7 +249,7 @@ class EmailBodySchema(Strict):
 class DelegationCreateSchema(Strict):
     manager_email = Email(required=True)
     scope = _scope()
-    ends_at = fields.AwareDateTime(allow_none=True, load_default=None)
+    ends_at = Instant(allow_none=True, load_default=None)
 
 
 class ActivationRequestSchema(Strict):
@@ -245,7 +262,7 @@ class LinkPatchSchema(Strict):
     """A change to a delegation or grant; ``ends_at: null`` removes the end date."""
 
     scope = _scope(required=False)
-    ends_at = fields.AwareDateTime(allow_none=True)
+    ends_at = Instant(allow_none=True)
 
     @validates_schema
     def _something(self, data, **kwargs):
@@ -257,14 +274,14 @@ class GrantCreateSchema(Strict):
     collaborator = Email(required=True)
     company = Siret(required=True)
     scope = _scope()
-    ends_at = fields.AwareDateTime(allow_none=True, load_default=None)
+    ends_at = Instant(allow_none=True, load_default=None)
 
 
 class AuditQuerySchema(Strict):
     company = Siret()
     user = Email()
-    since = fields.AwareDateTime()
-    after = fields.Integer(validate=validate.Range(min=0))
+    since = Instant()
+    after = fields.Integer(validate=validate.Range(min=0, max=2**63 - 1))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 

@@ -161,7 +161,7 @@ def reload_records(url: str):
         database.dispose()
 
 
-def wait_for_every_worker(api: Api, wanted, seconds: float = 20) -> str:
+def wait_for_every_worker(api: Api, wanted, seconds: float = 90) -> str:
     """Ask until 20 answers in a row (new connections, so spread over workers) carry a wanted version."""
     deadline = time.monotonic() + seconds
     streak, version = 0, None
