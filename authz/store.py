@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -88,8 +88,26 @@ class Database:
             with self.engine.connect() as conn:
                 if self.is_sqlite:
                     conn = conn.execution_options(sqlite_immediate=write)
-                with conn.begin():
+                transaction = conn.begin()
+                txid = None
+                try:
+                    if write and not self.is_sqlite:
+                        # Remembered so that a COMMIT whose reply is lost can be checked.
+                        txid = conn.exec_driver_sql("SELECT txid_current()").scalar()
                     yield Tx(conn, self.is_sqlite)
+                except BaseException:
+                    with suppress(Exception):  # the connection may be gone already
+                        transaction.rollback()
+                    raise
+                try:
+                    transaction.commit()
+                except DBAPIError as exc:
+                    lost = isinstance(exc, OperationalError) or exc.connection_invalidated
+                    if txid is None or not lost:
+                        raise
+                    if self._committed(txid):
+                        return  # the reply was lost, not the change: it is saved
+                    raise
         except IntegrityError as exc:
             # A unique index refused a row a concurrent call wrote first: nothing was saved.
             raise Conflict("this change collided with a change made at the same time; try again",
@@ -100,6 +118,28 @@ class Database:
             if exc.connection_invalidated:
                 raise StoreUnavailable("the database connection was lost") from exc
             raise
+
+    def _committed(self, txid: int) -> bool:
+        """Ask PostgreSQL, on a fresh connection, whether transaction ``txid`` committed.
+
+        Raises ``StoreUnavailable`` (outcome unknown) if the database cannot tell.
+        """
+        try:
+            with self.engine.connect() as conn:
+                status = conn.exec_driver_sql("SELECT txid_status(%(txid)s)", {"txid": txid}).scalar()
+        except DBAPIError as exc:
+            raise StoreUnavailable(
+                "the database went away while saving; the change may or may not be saved",
+                code="outcome_unknown",
+            ) from exc
+        if status == "committed":
+            return True
+        if status == "in progress":
+            raise StoreUnavailable(
+                "the database has not finished saving the change; look again before retrying",
+                code="outcome_unknown",
+            )
+        return False
 
     def ping(self) -> bool:
         try:
