@@ -137,6 +137,7 @@ class Engine:
         if problems:
             raise PolicyRejected(problems)
         self._oso = oso
+        self.sources = dict(sources)
         # Shapes are safe only for a policy that cannot see through placeholders.
         self.opacity_problems = shapes.opacity_problems(sources)
         self.memoizable = not self.opacity_problems
@@ -297,9 +298,12 @@ def _unused_rules(sources: dict[str, str]) -> list[Problem]:
 class LoadedPolicy:
     """The engine in service; a reload swaps the reference, never edits an engine in place."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, engine: Engine | None = None):
+        """Load the files under ``root``, or serve ``engine`` (built elsewhere) from them."""
         self.root = Path(root)
-        self.current = Engine(self.root)
+        self.current = engine or Engine(self.root)
+        # Set when the files on disk were refused at start and ``engine`` stands in.
+        self.refused_on_disk: list[Problem] = []
 
     def __call__(self) -> Engine:
         return self.current

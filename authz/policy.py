@@ -20,7 +20,7 @@ from pathlib import Path
 from authz import audit, model
 from authz.audit import Context
 from authz.engine import Engine, LoadedPolicy, PolicyRejected, Problem, policy_version, read_policy
-from authz.errors import InvalidInput, NotFound
+from authz.errors import InvalidInput, NotFound, StoreUnavailable
 from authz.store import Database, reaching
 from authz.tables import utcnow
 
@@ -84,6 +84,39 @@ def _is_policy_file(name: str) -> bool:
     return folder == "policies" and "/" not in base and base.endswith(".polar") and len(base) > 6
 
 
+def load_policy(root: Path, db: Database, clock: Callable[[], datetime] = utcnow) -> LoadedPolicy:
+    """Load the policy files; if they are refused, serve the last accepted policy instead.
+
+    A worker (re)started while an edit that reloads refused is still on disk would
+    otherwise fail to boot, and gunicorn would stop the whole server with it.
+    """
+    try:
+        loaded = LoadedPolicy(root)
+    except PolicyRejected as refused:
+        try:
+            with db.transaction(write=False) as tx:
+                sources = tx.latest_policy_snapshot()
+        except StoreUnavailable:
+            sources = None
+        if sources is None:
+            raise
+        loaded = LoadedPolicy(root, Engine(sources))
+        loaded.refused_on_disk = list(refused.problems)
+        log.error("the policy files are refused (%s); serving the last accepted policy %s",
+                  refused.message, loaded.current.version)
+        return loaded
+    _remember(db, loaded.current, clock)
+    return loaded
+
+
+def _remember(db: Database, engine: Engine, clock: Callable[[], datetime]) -> None:
+    try:
+        with db.transaction() as tx:
+            tx.save_policy_snapshot(engine.version, engine.sources, clock())
+    except StoreUnavailable:
+        log.warning("could not keep a copy of policy %s (database unavailable)", engine.version)
+
+
 class PolicyAdmin:
     """Reloads and impact for the policy in service (``loaded``) and its folder."""
 
@@ -131,6 +164,8 @@ class PolicyAdmin:
                 outcome = ReloadOutcome(False, old, new, tuple(exc.problems))
             else:
                 self.loaded.swap(fresh)
+                self.loaded.refused_on_disk = []
+                _remember(self.db, fresh, self.clock)
                 outcome = ReloadOutcome(True, old, fresh.version)
             self._audit(ctx, outcome, self._fingerprint if automatic else None)
             log.info("policy reload %s: %s -> %s", "accepted" if outcome.accepted else "refused",

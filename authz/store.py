@@ -35,6 +35,7 @@ from authz.tables import (
     grants,
     metadata,
     policy_events,
+    policy_snapshots,
     users,
 )
 
@@ -495,6 +496,18 @@ class Tx:
         )
         self.bump_data_version()  # a revoked key must fail at once in every process
         return result.rowcount > 0
+
+    def save_policy_snapshot(self, version: str, sources: dict[str, str], now: datetime) -> None:
+        """Keep an accepted policy (once per version)."""
+        dialect = sqlite_insert if self.is_sqlite else postgresql_insert
+        self.conn.execute(dialect(policy_snapshots).values(version=version, sources=sources, accepted_at=now)
+                          .on_conflict_do_nothing())
+
+    def latest_policy_snapshot(self) -> dict[str, str] | None:
+        row = self.conn.execute(
+            select(policy_snapshots.c.sources).order_by(policy_snapshots.c.accepted_at.desc()).limit(1)
+        ).first()
+        return None if row is None else dict(row[0])
 
     def claim_policy_event(self, key: str, now: datetime) -> bool:
         """Record a policy event once across processes; False if another got there first."""

@@ -204,6 +204,18 @@ policy_events = Table(
 )
 
 
+# Every policy a process accepted, so that a worker starting while the files on disk are
+# refused can serve the last accepted policy instead of failing to boot.
+policy_snapshots = Table(
+    "policy_snapshots",
+    metadata,
+    Column("version", String(16), primary_key=True),
+    Column("sources", JSON, nullable=False),
+    Column("accepted_at", UTCDateTime, nullable=False),
+    Index("ix_policy_snapshots_accepted_at", "accepted_at"),
+)
+
+
 # A counter bumped in the transaction of every change (with its audit record): a
 # process may keep answers only while the counter it saw is still the current one.
 data_version = Table(

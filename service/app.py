@@ -12,7 +12,7 @@ from flask import Flask, g, request
 from authz.answers import AnswerCache
 from authz.decisions import Decisions
 from authz.engine import LoadedPolicy
-from authz.policy import PolicyAdmin
+from authz.policy import PolicyAdmin, load_policy
 from authz.store import Database
 from authz.tables import utcnow
 from authz.usecases import Management
@@ -41,7 +41,7 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     db = Database(app.config["AUTHZ_DATABASE_URL"])
-    policy = LoadedPolicy(app.config["AUTHZ_POLICY_DIR"])
+    policy = load_policy(app.config["AUTHZ_POLICY_DIR"], db, clock)
     app.extensions["authz"] = Services(
         db=db,
         policy=policy,

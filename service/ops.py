@@ -24,6 +24,10 @@ def readyz():
     version = services().policy().version
     body = {"status": "ready" if database_ok else "unavailable",
             "database": "ok" if database_ok else "unreachable", "policy_version": version}
+    refused = services().policy.refused_on_disk
+    if refused:
+        # Serving the last accepted policy: say so, with what is wrong in the files.
+        body["policy_files"] = "refused: " + "; ".join(problem.message for problem in refused[:3])
     return jsonify(body), 200 if database_ok else 503
 
 

@@ -391,6 +391,7 @@ class ReadySchema(Schema):
     status = fields.String(dump_only=True)
     database = fields.String(dump_only=True)
     policy_version = fields.String(dump_only=True, allow_none=True)
+    policy_files = fields.String(dump_only=True)  # present when the files on disk are refused
 
 
 class PolicySchema(Schema):

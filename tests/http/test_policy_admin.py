@@ -179,3 +179,25 @@ def test_impact_of_narrowing_a_delegation_names_what_it_takes_away(api: Api, sto
 
 def test_impact_of_an_unknown_delegation_is_404(api: Api):
     assert_error(api.post("/v1/delegations/nope/impact", key="admin", json={"scope": None}), 404)
+
+
+def test_a_worker_started_while_the_files_are_refused_serves_the_last_accepted_policy(app, db, clock, live):
+    accepted = app.extensions["authz"].policy().version  # this app's start kept a copy
+    (live / "policies" / "broken.polar").write_text("holds_right(user: Usr, r, c, \"x\") if r = c;\n")
+    url = db.engine.url.render_as_string(hide_password=False)
+
+    restarted = create_app({"AUTHZ_DATABASE_URL": url, "AUTHZ_POLICY_DIR": live, "TESTING": True}, clock=clock)
+
+    ready = restarted.test_client().get("/readyz").get_json()
+    assert ready["policy_version"] == accepted
+    assert ready["policy_files"].startswith("refused: ")
+    restarted.extensions["authz"].db.dispose()
+
+
+def test_without_an_accepted_policy_a_refused_one_stops_the_start(db, clock, live):
+    from authz.engine import PolicyRejected
+
+    (live / "policies" / "broken.polar").write_text("holds_right(user: Usr, r, c, \"x\") if r = c;\n")
+    url = db.engine.url.render_as_string(hide_password=False)
+    with pytest.raises(PolicyRejected):
+        create_app({"AUTHZ_DATABASE_URL": url, "AUTHZ_POLICY_DIR": live, "TESTING": True}, clock=clock)
