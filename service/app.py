@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from authz.answers import AnswerCache
 from authz.decisions import Decisions
@@ -63,6 +64,9 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    if app.config["AUTHZ_TRUSTED_PROXIES"]:
+        # The guessing throttle must count clients, not the load balancer in front of them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["AUTHZ_TRUSTED_PROXIES"])  # type: ignore[method-assign]
     errors.register(app)
     throttle.install(app)
     for blueprint in (authzen.bp, manage.bp, ops.bp, policy_admin.bp):

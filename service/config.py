@@ -108,6 +108,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Answers kept per worker, and for how long at most (an end date or a change ends them sooner).
         "AUTHZ_DECISION_CACHE_SIZE": _int(env, "AUTHZ_DECISION_CACHE_SIZE", 50_000, minimum=0),
         "AUTHZ_DECISION_CACHE_SECONDS": _int(env, "AUTHZ_DECISION_CACHE_SECONDS", 300, minimum=1),
+        # Proxies in front of the service (load balancers) whose X-Forwarded-For names the client.
+        "AUTHZ_TRUSTED_PROXIES": _int(env, "AUTHZ_TRUSTED_PROXIES", 0, minimum=0),
         # Wrong API keys or activation links one address may send per window before a 429 (0: off).
         "AUTHZ_GUESS_LIMIT": _int(env, "AUTHZ_GUESS_LIMIT", 20, minimum=0),
         "AUTHZ_GUESS_WINDOW_SECONDS": _int(env, "AUTHZ_GUESS_WINDOW_SECONDS", 60),

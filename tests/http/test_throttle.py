@@ -42,3 +42,21 @@ def test_the_refusal_ends_after_the_window(app):
     assert throttle.retry_after("10.0.0.2") is None
     now[0] = 61.0
     assert throttle.retry_after("10.0.0.1") is None
+
+
+def test_behind_a_trusted_proxy_each_client_is_counted_on_its_own(db, clock, keys):
+    from service.app import create_app
+
+    url = db.engine.url.render_as_string(hide_password=False)
+    app = create_app({"AUTHZ_DATABASE_URL": url, "TESTING": True, "AUTHZ_TRUSTED_PROXIES": 1,
+                      "AUTHZ_GUESS_LIMIT": 3}, clock=clock)
+    client = app.test_client()
+    for attempt in range(3):
+        client.get("/v1/policy", headers={"Authorization": f"Bearer guess-{attempt}", "X-Forwarded-For": "203.0.113.7"})
+
+    guesser = client.get("/v1/policy", headers={"Authorization": f"Bearer {keys['admin']}", "X-Forwarded-For": "203.0.113.7"})
+    honest = client.get("/v1/policy", headers={"Authorization": f"Bearer {keys['admin']}", "X-Forwarded-For": "198.51.100.2"})
+
+    assert guesser.status_code == 429
+    assert honest.status_code == 200
+    app.extensions["authz"].db.dispose()
