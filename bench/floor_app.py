@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 
 from flask import Flask, jsonify, request
-from gunicorn.app.base import BaseApplication
+
+from service.server import Gunicorn, options
 
 DECISION = {"decision": True, "context": {"reason": "floor"}}
 
@@ -47,35 +48,14 @@ def create_app() -> Flask:
     return app
 
 
-class _Gunicorn(BaseApplication):
-    def __init__(self, options: dict):
-        self.options = options
-        super().__init__()
-
-    def load_config(self):
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self):
-        return create_app()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    # The options service/server.py gives gunicorn.
-    _Gunicorn({
-        "bind": f"{args.host}:{args.port}",
-        "workers": args.workers,
-        "worker_class": "sync",
-        "preload_app": False,
-        "accesslog": "-",
-        "timeout": 30,
-        "graceful_timeout": 10,
-    }).run()
+    # The very settings `authz serve` gives gunicorn.
+    Gunicorn(options(args.host, args.port, args.workers), create_app).run()
 
 
 if __name__ == "__main__":

@@ -247,9 +247,9 @@ def render(r: dict) -> str:
     w("")
     w("## Notes")
     w("")
-    w("- The service runs with its defaults (`AUTHZ_*` unset but the database URL and policy folder): access "
-      "log and one JSON line per decision at INFO, written to `var/bench/logs/`. The floor keeps gunicorn's "
-      "access log too.")
+    w("- The service runs with its defaults (`AUTHZ_*` unset but the database URL and policy folder): one JSON "
+      "line per request and one per decision at INFO, written to `var/bench/logs/`. The floor runs under the "
+      "same gunicorn settings (`service.server.options`) and logs nothing.")
     w("- Each gunicorn worker keeps whatever it caches to itself: a worker's first search for a firm is cold "
       "even when the other worker answered one already (see the first calls of section 3).")
     w("- gunicorn's sync workers close the connection after each response, so every request, service or "

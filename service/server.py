@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
 
@@ -14,9 +15,25 @@ from gunicorn.app.base import BaseApplication
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class _Gunicorn(BaseApplication):
-    def __init__(self, options: dict):
+def options(host: str, port: int, workers: int) -> dict:
+    """The gunicorn settings of `authz serve` (the benchmark's floor app uses them too)."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "sync",
+        "preload_app": False,  # no database pool or oso instance shared across a fork
+        # no gunicorn access log: service/observability.py writes one JSON line per request
+        "timeout": 30,
+        "graceful_timeout": 10,
+    }
+
+
+class Gunicorn(BaseApplication):
+    """gunicorn with ``load`` building the WSGI app in each worker."""
+
+    def __init__(self, options: dict, load: Callable[[], object]):
         self.options = options
+        self._load = load
         super().__init__()
 
     def load_config(self):
@@ -24,15 +41,19 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from authz.policy import PolicyWatcher
-        from service.app import create_app
+        return self._load()
 
-        app = create_app()
-        interval = app.config["AUTHZ_POLICY_WATCH_SECONDS"]
-        if interval:
-            # Each worker watches on its own, so every process converges on the new policy.
-            PolicyWatcher(app.extensions["authz"].policy_admin, interval).start()
-        return app
+
+def _service_app():
+    from authz.policy import PolicyWatcher
+    from service.app import create_app
+
+    app = create_app()
+    interval = app.config["AUTHZ_POLICY_WATCH_SECONDS"]
+    if interval:
+        # Each worker watches on its own, so every process converges on the new policy.
+        PolicyWatcher(app.extensions["authz"].policy_admin, interval).start()
+    return app
 
 
 def _child_exit(server, worker) -> None:
@@ -48,16 +69,7 @@ def run(host: str, port: int, workers: int) -> None:
     metrics_dir = tempfile.mkdtemp(prefix="authz-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
     try:
-        _Gunicorn({
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "worker_class": "sync",
-            "preload_app": False,  # no database pool or oso instance shared across a fork
-            # no gunicorn access log: service/observability.py writes one JSON line per request
-            "timeout": 30,
-            "graceful_timeout": 10,
-            "child_exit": _child_exit,
-        }).run()
+        Gunicorn(options(host, port, workers) | {"child_exit": _child_exit}, _service_app).run()
     finally:
         if os.getpid() == master:  # a worker leaving through here must not remove it
             shutil.rmtree(metrics_dir, ignore_errors=True)
