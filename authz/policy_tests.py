@@ -35,12 +35,11 @@ from pathlib import Path
 
 import yaml
 from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
 
 from authz import tables as t
 from authz.decisions import Decisions
 from authz.engine import Engine
-from authz.errors import PolicyError
+from authz.errors import Conflict, PolicyError
 from authz.identifiers import is_email, is_siret, normalize_email
 from authz.store import Database, join_scope
 
@@ -375,8 +374,9 @@ def _database(world: _World):
             with db.transaction() as tx:
                 for table, row in world.rows:
                     tx.conn.execute(insert(table).values(created_at=world.now, **row))
-        except IntegrityError as exc:
-            raise TableError(f"the fixtures break a rule of the database: {exc.orig}") from None
+        except Conflict as exc:  # the store reports a unique index's refusal as a Conflict
+            cause = getattr(exc.__cause__, "orig", exc.__cause__)
+            raise TableError(f"the fixtures break a rule of the database: {cause}") from None
         yield db
     finally:
         db.dispose()
