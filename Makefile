@@ -25,7 +25,7 @@ run: $(STAMP)
 	$(BIN)/authz db upgrade
 	$(BIN)/authz demo
 	@echo "Admin API key (use it as 'Authorization: Bearer <key>'):"
-	@$(BIN)/authz keys create --role admin --name "demo-admin-$$(date +%s)" | tail -n 1
+	@$(BIN)/authz keys create --role admin --name "demo-admin-$$(date +%s)" 2>/dev/null | tail -n 1
 	$(BIN)/authz serve
 
 ## make test: install and run the whole suite (PostgreSQL too when AUTHZ_TEST_POSTGRES_URL is set).
