@@ -187,12 +187,15 @@ class Engine:
         """
         if not self.memoizable:
             return self._answer(user, right, company)
-        key = (shapes.canonical(user, company), right)
+        return self._memoised(shapes.canonical(user, company), right)
+
+    def _memoised(self, facts: tuple[model.User, model.Company], right: str) -> str | None:
+        key = (facts, right)
         with self._memo_lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
                 return self._memo[key]
-        found = self._answer(key[0][0], right, key[0][1])
+        found = self._answer(facts[0], right, facts[1])
         with self._memo_lock:
             self._memo[key] = found
             if len(self._memo) > self.memo_size:
@@ -205,8 +208,11 @@ class Engine:
         return preferred_rule(self.rules_granting(user, right, company))
 
     def rights_table(self, user: model.User, company: model.Company) -> dict[str, str | None]:
-        """``answer`` for every right of the policy."""
-        return {right: self.answer(user, right, company) for right in self.info.rights}
+        """``answer`` for every right of the policy (the facts relabelled once for all)."""
+        if not self.memoizable:
+            return {right: self._answer(user, right, company) for right in self.info.rights}
+        facts = shapes.canonical(user, company)
+        return {right: self._memoised(facts, right) for right in self.info.rights}
 
     def rules_granting(self, user: model.User, right: str, company: model.Company) -> list[str]:
         """Name the ``holds_right`` rules that give ``right`` (for reasons and explain)."""

@@ -230,7 +230,7 @@ class PolicyAdmin:
             for start in range(0, len(sirets), 500):
                 chunk = sirets[start : start + 500]
                 facts = tx.companies_facts(chunk)
-                people = {siret: tx.users_reaching(siret) for siret in chunk}
+                people = tx.users_reaching_each(chunk)
                 users = tx.users_facts(sorted({e for emails in people.values() for e in emails}), now)
                 for siret in chunk:
                     company = facts[siret]

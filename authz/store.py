@@ -291,14 +291,23 @@ class Tx:
 
     def users_reaching(self, siret: str) -> list[str]:
         """Every user linked to company ``siret`` (admin, manager of a firm, grantee)."""
+        return self.users_reaching_each([siret])[siret]
+
+    def users_reaching_each(self, sirets: Sequence[str]) -> dict[str, list[str]]:
+        """``users_reaching`` for several companies, in one query."""
+        sirets = _in_list(sirets)
+        found: dict[str, set[str]] = {siret: set() for siret in sirets}
         query = union_all(
-            select(company_admins.c.user_email).where(company_admins.c.company_siret == siret),
-            select(firms.c.manager_email)
+            select(company_admins.c.company_siret, company_admins.c.user_email)
+            .where(company_admins.c.company_siret.in_(sirets)),
+            select(delegations.c.company_siret, firms.c.manager_email)
             .join(delegations, delegations.c.firm_siret == firms.c.siret)
-            .where(delegations.c.company_siret == siret),
-            select(grants.c.collaborator_email).where(grants.c.company_siret == siret),
+            .where(delegations.c.company_siret.in_(sirets)),
+            select(grants.c.company_siret, grants.c.collaborator_email).where(grants.c.company_siret.in_(sirets)),
         )
-        return sorted({row[0] for row in self.conn.execute(query)})
+        for siret, email in self.conn.execute(query):
+            found[siret].add(email)
+        return {siret: sorted(emails) for siret, emails in found.items()}
 
     def firm_fact(self, siret: str) -> model.Firm | None:
         row = self.conn.execute(select(firms.c.siret, firms.c.manager_email).where(firms.c.siret == siret)).first()
