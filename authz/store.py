@@ -309,10 +309,6 @@ class Tx:
             found[siret].add(email)
         return {siret: sorted(emails) for siret, emails in found.items()}
 
-    def firm_fact(self, siret: str) -> model.Firm | None:
-        row = self.conn.execute(select(firms.c.siret, firms.c.manager_email).where(firms.c.siret == siret)).first()
-        return None if row is None else model.Firm(siret=row.siret, manager_email=row.manager_email)
-
     # ---- companies and admins -------------------------------------------------------
 
     def company_exists(self, siret: str, lock: bool = False) -> bool:
