@@ -1,12 +1,18 @@
-"""A per-process cache of answers, keyed by (user, company), that never outlives its truth.
+"""A per-process cache of answers that never outlives its truth.
 
-An entry is served only while three things hold:
+Two kinds of entries: the facts and answers of one (user, company), and the result of
+one search (the companies a user holds a right on, or the users holding a right on a
+company). An entry is served only while three things hold:
 * the policy version it was computed under is still the one in service;
 * the data version (bumped in the transaction of every change) is still the one read
   at the start of the request: after a write returns, every process forgets;
 * the clock has not reached the entry's horizon: the earliest end date among the
   links it was computed from (and at most ``max_age`` seconds), so an answer that
   depends on an end date is never served past that date.
+
+An entry is stored only under the generation it was computed for: a request that
+read the old data version cannot put its answer into a cache that has already moved
+on to the new one.
 """
 
 from __future__ import annotations
@@ -30,6 +36,14 @@ class Entry:
     reasons: dict[str, str] = field(default_factory=dict)  # deny reasons, filled on demand
 
 
+@dataclass(frozen=True)
+class Found:
+    """A search result, sorted, and the instant it may change by itself."""
+
+    items: tuple[str, ...]
+    valid_until: float
+
+
 def horizon(company: model.Company, now: float, max_age: float) -> float:
     """The instant an answer computed from ``company``'s links at ``now`` may change by itself."""
     links: list[model.Delegation | model.Grant] = [*company.delegations, *company.grants]
@@ -37,37 +51,84 @@ def horizon(company: model.Company, now: float, max_age: float) -> float:
     return min([now + max_age, *ends])
 
 
+class _Lru:
+    """A map bounded by the total weight of its entries, which expire at ``valid_until``."""
+
+    def __init__(self, size: int, weigh=lambda entry: 1):
+        self.size = size
+        self.weigh = weigh
+        self.weight = 0
+        self.entries: OrderedDict = OrderedDict()
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.weight = 0
+
+    def get(self, key, now: float):
+        entry = self.entries.get(key)
+        if entry is None or now >= entry.valid_until:
+            return None
+        self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key, entry) -> None:
+        weight = self.weigh(entry)
+        if weight > self.size or not math.isfinite(entry.valid_until):
+            return
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.weight -= self.weigh(old)
+        self.entries[key] = entry
+        self.weight += weight
+        while self.weight > self.size:
+            _, evicted = self.entries.popitem(last=False)
+            self.weight -= self.weigh(evicted)
+
+
 class AnswerCache:
     def __init__(self, size: int = 50_000, max_age: float = 300.0):
-        self.size = size
         self.max_age = max_age
         self._generation: tuple | None = None
-        self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
+        self._answers = _Lru(size)
+        # Search results are kept up to as many items in all as there are answers.
+        self._searches = _Lru(size, weigh=lambda found: 1 + len(found.items))
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def sync(self, generation: tuple) -> None:
-        """Forget everything when the policy or the data changed since the last request."""
+    @property
+    def size(self) -> int:
+        return self._answers.size
+
+    def sync(self, generation: tuple) -> tuple:
+        """Forget everything when the policy or the data changed since the last request;
+        return the generation to store this request's answers under."""
         with self._lock:
             if generation != self._generation:
-                self._entries.clear()
+                self._answers.clear()
+                self._searches.clear()
                 self._generation = generation
+            return generation
 
     def get(self, key: tuple[str, str], now: float) -> Entry | None:
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or now >= entry.valid_until:
+            entry = self._answers.get(key, now)
+            if entry is None:
                 self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
+            else:
+                self.hits += 1
             return entry
 
-    def put(self, key: tuple[str, str], entry: Entry) -> None:
-        if not self.size or not math.isfinite(entry.valid_until):
-            return
+    def put(self, key: tuple[str, str], entry: Entry, generation: tuple) -> None:
         with self._lock:
-            self._entries[key] = entry
-            if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            if generation == self._generation:
+                self._answers.put(key, entry)
+
+    def found(self, key: tuple, now: float) -> Found | None:
+        with self._lock:
+            return self._searches.get(key, now)
+
+    def keep_found(self, key: tuple, result: Found, generation: tuple) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._searches.put(key, result)

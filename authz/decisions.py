@@ -1,20 +1,43 @@
 """Decision use cases: evaluate, search, explain.
 
-Each loads the few rows a question needs (indexed queries, one read transaction),
-then asks the policy. The explanation walks the same facts to name the first broken
-link; it never changes the answer, which is always the policy's.
+Each loads the few rows its questions need (indexed queries, the rows of a whole batch
+at once, one read transaction), then asks the policy. The explanation walks the same
+facts to name the first broken link; it never changes the answer, which is always the
+policy's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 
 from authz import model
-from authz.answers import AnswerCache, Entry, horizon
+from authz.answers import AnswerCache, Entry, Found, horizon
 from authz.engine import Engine, preferred_rule
 from authz.store import Database, Tx, delegation_fact, reaching
 from authz.tables import utcnow
+
+# ``seen`` when the caller has not read the data version for this request.
+UNREAD = object()
+
+Pair = tuple[str, str]  # (email, siret)
+
+
+class _Reading:
+    """One request's view of the store: the data version it answers under, and a read
+    transaction opened only when some answer is not in the cache."""
+
+    def __init__(self, db: Database, stack: ExitStack, seen: object):
+        self._db = db
+        self._stack = stack
+        self._tx: Tx | None = None
+        self.version = self.tx().data_version() if seen is UNREAD else seen
+
+    def tx(self) -> Tx:
+        if self._tx is None:
+            self._tx = self._stack.enter_context(self._db.transaction(write=False))
+        return self._tx
 
 
 class Decisions:
@@ -23,6 +46,9 @@ class Decisions:
     Answers for the rights of the policy go through a per-process ``AnswerCache``
     (see ``authz.answers`` for why a cached answer is never stale); any other action
     is asked of the policy directly.
+
+    ``seen`` is the data version the caller read at the start of the request (with the
+    API key, say); then a question whose answer is cached needs no transaction at all.
     """
 
     def __init__(
@@ -37,115 +63,144 @@ class Decisions:
         self.clock = clock
         self.cache = cache if cache is not None else AnswerCache()
 
-    def _facts(self, tx: Tx, email: str, siret: str, now: float) -> tuple[model.User, model.Company]:
-        user = tx.user_facts(email, now)
-        if not (user.admin_of or user.manages or user.collaborates):
-            return user, model.Company(siret)
-        return user, tx.company_facts(siret, user)
+    @contextmanager
+    def _reading(self, engine: Engine, seen: object) -> Iterator[tuple[_Reading, tuple]]:
+        with ExitStack() as stack:
+            reading = _Reading(self.db, stack, seen)
+            # Without a data version no change can be noticed: forget at every request.
+            version = reading.version if reading.version is not None else object()
+            yield reading, self.cache.sync((engine.version, version))
 
-    def _sync(self, tx: Tx, engine: Engine) -> None:
-        version = tx.data_version()
-        # Without a data version no change can be noticed: forget at every request.
-        self.cache.sync((engine.version, version if version is not None else object()))
+    def _entries(self, reading: _Reading, generation: tuple, pairs: Iterable[Pair], now: float) -> dict[Pair, Entry]:
+        """The cache entry of every pair; the missing ones loaded together, in three queries."""
+        found: dict[Pair, Entry] = {}
+        missing: list[Pair] = []
+        for pair in dict.fromkeys(pairs):
+            entry = self.cache.get(pair, now)
+            if entry is None:
+                missing.append(pair)
+            else:
+                found[pair] = entry
+        if not missing:
+            return found
+        tx = reading.tx()
+        users = tx.users_facts({email for email, _ in missing}, now)
+        firms = {firm for user in users.values() for firm in user.manages | user.collaborates}
+        # A user with no link at all reaches no company's links: no rows to load for them.
+        linked = [(email, siret) for email, siret in missing if _linked(users[email])]
+        companies = tx.companies_facts({siret for _, siret in linked}, firms=firms,
+                                       collaborators={email for email, _ in linked})
+        for email, siret in missing:
+            company = reaching(companies.get(siret, model.Company(siret)), users[email])
+            entry = found[(email, siret)] = Entry(users[email], company, horizon(company, now, self.cache.max_age))
+            self.cache.put((email, siret), entry, generation)
+        return found
 
-    def _entry(self, tx: Tx, engine: Engine, email: str, siret: str, now: float) -> Entry:
-        entry = self.cache.get((email, siret), now)
-        if entry is None:
-            user, company = self._facts(tx, email, siret, now)
-            entry = Entry(user, company, horizon(company, now, self.cache.max_age))
-            self.cache.put((email, siret), entry)
-        return entry
-
-    def decide(self, email: str, right: str, siret: str) -> model.Decision:
+    def decide(self, email: str, right: str, siret: str, seen: object = UNREAD) -> model.Decision:
         """Answer one question, with the rule that allowed or the reason it denied."""
-        return self.decide_many([(email, right, siret)])[0]
+        return self.decide_many([(email, right, siret)], seen=seen)[0]
 
-    def decide_many(self, questions: list[tuple[str, str, str]], stop_on: bool | None = None) -> list[model.Decision]:
+    def decide_many(
+        self, questions: list[tuple[str, str, str]], stop_on: bool | None = None, seen: object = UNREAD
+    ) -> list[model.Decision]:
         """Answer questions in order, in one read transaction; with ``stop_on`` set,
         stop after the first answer equal to it."""
         engine = self.policy()
         now = self.clock().timestamp()
-        answers = []
-        with self.db.transaction(write=False) as tx:
-            self._sync(tx, engine)
+        with self._reading(engine, seen) as (reading, generation):
+            known = [(email, siret) for email, right, siret in questions if right in engine.rights]
+            entries = self._entries(reading, generation, known, now)
+            rules: list[str | None] = []
             for email, right, siret in questions:
-                answer = self._decide(tx, engine, email, right, siret, now)
-                answers.append(answer)
-                if stop_on is not None and answer.allowed is stop_on:
+                if right in engine.rights:
+                    rules.append(_rule(engine, entries[(email, siret)], right))
+                else:
+                    rules.append(self._unknown_right(reading.tx(), engine, email, right, siret, now))
+                if stop_on is not None and (rules[-1] is not None) is stop_on:
                     break
-        return answers
+            asked = questions[: len(rules)]
+            self._explain_denials(reading, engine, [
+                (entries[(email, siret)], right, siret)
+                for (email, right, siret), rule in zip(asked, rules, strict=True)
+                if rule is None and right in engine.rights
+            ])
+        return [
+            model.Decision(True, rule) if rule is not None
+            else model.Decision(False, entries[(email, siret)].reasons[right] if right in engine.rights
+                                else "unknown_right")
+            for (email, right, siret), rule in zip(asked, rules, strict=True)
+        ]
 
-    def _decide(self, tx: Tx, engine: Engine, email: str, right: str, siret: str, now: float) -> model.Decision:
-        if right not in engine.rights:
-            # Not a right of the policy: ask the entry rule directly, never from the cache.
-            user, company = self._facts(tx, email, siret, now)
-            if engine.allows(user, right, company):
-                return model.Decision(True, preferred_rule(engine.rules_granting(user, right, company)))
-            return model.Decision(False, "unknown_right")
-        entry = self._entry(tx, engine, email, siret, now)
-        rule = _rule(engine, entry, right)
-        if rule is not None:
-            return model.Decision(True, rule)
-        if right not in entry.reasons:
-            known, pending = tx.company_exists(siret), _pending(tx, siret, email)
-            broken = _diagnose(engine, entry.user, right, entry.company, known, pending)
+    def _unknown_right(self, tx: Tx, engine: Engine, email: str, right: str, siret: str, now: float) -> str | None:
+        """Not a right of the policy: ask the entry rule directly, never from the cache."""
+        user = tx.user_facts(email, now)
+        company = tx.company_facts(siret, user) if _linked(user) else model.Company(siret)
+        if engine.allows(user, right, company):
+            return preferred_rule(engine.rules_granting(user, right, company))
+        return None
+
+    def _explain_denials(self, reading: _Reading, engine: Engine, denied: list[tuple[Entry, str, str]]) -> None:
+        """Give each denial its reason (kept in its entry), the rows for all in two queries."""
+        missing = [(entry, right, siret) for entry, right, siret in denied if right not in entry.reasons]
+        if not missing:
+            return
+        tx = reading.tx()
+        known = tx.existing_companies({siret for _, _, siret in missing})
+        pending = tx.pending_delegations_among({(siret, entry.user.email) for entry, _, siret in missing})
+        for entry, right, siret in missing:
+            waiting = [delegation_fact(row) for row in pending[(siret, entry.user.email)]]
+            broken = _diagnose(engine, entry.user, right, entry.company, siret in known, waiting)
             entry.reasons[right] = broken.detail or "denied"
-        return model.Decision(False, entry.reasons[right])
 
-    def resources(self, email: str, right: str) -> list[str]:
+    def resources(self, email: str, right: str, seen: object = UNREAD) -> list[str]:
         """The companies on which ``email`` holds ``right``, sorted by SIRET."""
         engine = self.policy()
         now = self.clock().timestamp()
-        with self.db.transaction(write=False) as tx:
-            self._sync(tx, engine)
+        with self._reading(engine, seen) as (reading, generation):
+            kept = self.cache.found(("resources", email, right), now)
+            if kept is not None:
+                return list(kept.items)
+            tx = reading.tx()
             user = tx.user_facts(email, now)
             candidates = tx.companies_reaching(user)
             if right not in engine.rights:
-                facts = tx.companies_facts(candidates, firms=user.manages | user.collaborates, collaborator=email)
+                facts = tx.companies_facts(candidates, firms=user.manages | user.collaborates, collaborators=[email])
                 return [siret for siret in candidates if engine.allows(user, right, facts[siret])]
-            cached: dict[str, Entry] = {}
-            missing = []
-            for siret in candidates:
-                entry = self.cache.get((email, siret), now)
-                if entry is None:
-                    missing.append(siret)
-                else:
-                    cached[siret] = entry
-            facts = tx.companies_facts(missing, firms=user.manages | user.collaborates, collaborator=email)
-        for siret in missing:
-            cached[siret] = Entry(user, facts[siret], horizon(facts[siret], now, self.cache.max_age))
-            self.cache.put((email, siret), cached[siret])
-        return [siret for siret in candidates if _rule(engine, cached[siret], right) is not None]
+            entries = self._entries(reading, generation, [(email, siret) for siret in candidates], now)
+        found = [siret for siret in candidates if _rule(engine, entries[(email, siret)], right) is not None]
+        self._keep(("resources", email, right), found, entries.values(), now, generation)
+        return found
 
-    def subjects(self, siret: str, right: str) -> list[str]:
+    def subjects(self, siret: str, right: str, seen: object = UNREAD) -> list[str]:
         """The users who hold ``right`` on company ``siret``, sorted by e-mail."""
         engine = self.policy()
         now = self.clock().timestamp()
-        with self.db.transaction(write=False) as tx:
-            self._sync(tx, engine)
+        with self._reading(engine, seen) as (reading, generation):
+            kept = self.cache.found(("subjects", siret, right), now)
+            if kept is not None:
+                return list(kept.items)
+            tx = reading.tx()
             candidates = tx.users_reaching(siret)
-            users = tx.users_facts(candidates, now)
-            company = tx.companies_facts([siret]).get(siret, model.Company(siret))
-        if right not in engine.rights:
-            return [email for email in candidates if engine.allows(users[email], right, company)]
-        found = []
-        for email in candidates:
-            entry = self.cache.get((email, siret), now)
-            if entry is None:
-                mine = reaching(company, users[email])
-                entry = Entry(users[email], mine, horizon(mine, now, self.cache.max_age))
-                self.cache.put((email, siret), entry)
-            if _rule(engine, entry, right) is not None:
-                found.append(email)
+            if right not in engine.rights:
+                users = tx.users_facts(candidates, now)
+                company = tx.companies_facts([siret])[siret]
+                return [email for email in candidates if engine.allows(users[email], right, company)]
+            entries = self._entries(reading, generation, [(email, siret) for email in candidates], now)
+        found = [email for email in candidates if _rule(engine, entries[(email, siret)], right) is not None]
+        self._keep(("subjects", siret, right), found, entries.values(), now, generation)
         return found
 
-    def actions(self, email: str, siret: str) -> list[str]:
+    def _keep(self, key: tuple, found: list[str], entries: Iterable[Entry], now: float, generation: tuple) -> None:
+        """Remember a search result until the first of its answers may change by itself."""
+        until = min((entry.valid_until for entry in entries), default=now + self.cache.max_age)
+        self.cache.keep_found(key, Found(tuple(found), until), generation)
+
+    def actions(self, email: str, siret: str, seen: object = UNREAD) -> list[str]:
         """The rights ``email`` holds on company ``siret``, sorted."""
         engine = self.policy()
         now = self.clock().timestamp()
-        with self.db.transaction(write=False) as tx:
-            self._sync(tx, engine)
-            entry = self._entry(tx, engine, email, siret, now)
+        with self._reading(engine, seen) as (reading, generation):
+            entry = self._entries(reading, generation, [(email, siret)], now)[(email, siret)]
         return [right for right in engine.rights if _rule(engine, entry, right) is not None]
 
     def explain(self, email: str, right: str, siret: str) -> model.Explanation:
@@ -154,9 +209,10 @@ class Decisions:
         moment = self.clock()
         now = moment.timestamp()
         with self.db.transaction(write=False) as tx:
-            user, company = self._facts(tx, email, siret, now)
+            user = tx.user_facts(email, now)
+            company = tx.company_facts(siret, user) if _linked(user) else model.Company(siret)
             known = tx.company_exists(siret)
-            pending = _pending(tx, siret, email)
+            pending = [delegation_fact(row) for row in tx.pending_delegations_among([(siret, email)])[(siret, email)]]
         company_link = model.Link("company", siret, holds=known, detail=None if known else "unknown_company")
         if engine.allows(user, right, company):
             rule = preferred_rule(engine.rules_granting(user, right, company))
@@ -166,16 +222,15 @@ class Decisions:
         return model.Explanation(model.Decision(False, broken.detail or "denied"), None, (company_link,), broken)
 
 
+def _linked(user: model.User) -> bool:
+    return bool(user.admin_of or user.manages or user.collaborates)
+
+
 def _rule(engine: Engine, entry: Entry, right: str) -> str | None:
     """The cached answer for ``right``, asked of the engine the first time."""
     if right not in entry.rules:
         entry.rules[right] = engine.answer(entry.user, right, entry.company)
     return entry.rules[right]
-
-
-def _pending(tx: Tx, siret: str, email: str) -> list[model.Delegation]:
-    """Designations of ``email`` by ``siret`` still awaiting activation (only explained)."""
-    return [delegation_fact(row) for row in tx.pending_delegations_for(siret, email)]
 
 
 def _when(epoch: float | None) -> datetime | None:

@@ -201,7 +201,7 @@ class Tx:
         """Load everything the policy may ask about a user, in one indexed query."""
         return self.users_facts([email], now)[email]
 
-    def users_facts(self, emails: Sequence[str], now: float) -> dict[str, model.User]:
+    def users_facts(self, emails: Iterable[str], now: float) -> dict[str, model.User]:
         emails = _in_list(emails)
         roles: dict[str, dict[str, set[str]]] = {
             email: {"admin": set(), "manager": set(), "collaborator": set()} for email in emails
@@ -231,22 +231,20 @@ class Tx:
     def company_facts(self, siret: str, user: model.User) -> model.Company:
         """Load the links from ``siret`` that could reach ``user`` (two indexed queries)."""
         firms_of_user = user.manages | user.collaborates
-        found = self.companies_facts(
-            [siret], firms=firms_of_user, collaborator=user.email
-        )
+        found = self.companies_facts([siret], firms=firms_of_user, collaborators=[user.email])
         return found[siret]
 
     def companies_facts(
         self,
-        sirets: Sequence[str],
+        sirets: Iterable[str],
         firms: Iterable[str] | None = None,
-        collaborator: str | None = None,
+        collaborators: Iterable[str] | None = None,
         with_grants: bool = True,
     ) -> dict[str, model.Company]:
         """Load the delegations and grants of several companies.
 
         ``firms`` restricts delegations to those firms (None: every firm);
-        ``collaborator`` restricts grants to one person (None: everyone);
+        ``collaborators`` restricts grants to those people (None: everyone);
         ``with_grants=False`` skips grants (questions about the firm alone).
         """
         sirets = _in_list(sirets)
@@ -264,8 +262,8 @@ class Tx:
                 links[row.company_siret][0].append(delegation_fact(row))
         if with_grants:
             query = select(grants).where(grants.c.company_siret.in_(sirets))
-            if collaborator is not None:
-                query = query.where(grants.c.collaborator_email == collaborator)
+            if collaborators is not None:
+                query = query.where(grants.c.collaborator_email.in_(_in_list(collaborators)))
             for row in self.conn.execute(query):
                 links[row.company_siret][1].append(grant_fact(row))
         return {
@@ -314,6 +312,11 @@ class Tx:
     def company_exists(self, siret: str, lock: bool = False) -> bool:
         query = select(companies.c.siret).where(companies.c.siret == siret)
         return self.conn.execute(self._lock(query) if lock else query).first() is not None
+
+    def existing_companies(self, sirets: Iterable[str]) -> set[str]:
+        """Those of ``sirets`` that are registered, in one query."""
+        query = select(companies.c.siret).where(companies.c.siret.in_(_in_list(sirets)))
+        return {row[0] for row in self.conn.execute(query)}
 
     def insert_company(self, siret: str, name: str, now: datetime) -> None:
         self.conn.execute(insert(companies).values(siret=siret, name=name, created_at=now))
@@ -381,6 +384,20 @@ class Tx:
             delegations.c.status == model.LinkStatus.PENDING,
         )
         return list(self.conn.execute(self._lock(query) if lock else query))
+
+    def pending_delegations_among(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list]:
+        """``pending_delegations_for`` for several (siret, manager e-mail) pairs, in one query."""
+        wanted = set(pairs)
+        found: dict[tuple[str, str], list] = {pair: [] for pair in wanted}
+        if wanted:
+            query = select(delegations).where(
+                delegations.c.company_siret.in_(_in_list(siret for siret, _ in wanted)),
+                delegations.c.status == model.LinkStatus.PENDING,
+            ).order_by(delegations.c.id)
+            for row in self.conn.execute(query):
+                if (row.company_siret, row.manager_email) in wanted:
+                    found[(row.company_siret, row.manager_email)].append(row)
+        return found
 
     def active_delegation(self, siret: str, firm_siret: str, lock: bool = False):
         query = select(delegations).where(

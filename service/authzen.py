@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
@@ -11,13 +12,15 @@ from marshmallow import ValidationError
 from authz.identifiers import normalize_email
 from service import schemas
 from service.errors import ApiError
-from service.http import api_doc, load, requires, services
+from service.http import api_doc, load, requires, seen_version, services
 
 bp = Blueprint("authzen", __name__)
 
 SUBJECT_TYPE = "user"
 RESOURCE_TYPE = "company"
 STOP_ON = {"execute_all": None, "deny_on_first_deny": False, "permit_on_first_permit": True}
+# One instance for every item of a batch: building a schema costs more than loading with it.
+EVALUATION = schemas.EvaluationRequestSchema()
 
 
 def _question(subject: dict, action: dict, resource: dict) -> tuple[str, str, str] | str:
@@ -29,11 +32,21 @@ def _question(subject: dict, action: dict, resource: dict) -> tuple[str, str, st
     return normalize_email(subject["id"]), action["name"], resource["id"]
 
 
-def _answer(question) -> dict:
-    if isinstance(question, str):
-        return {"decision": False, "context": {"reason": question}}
-    decision = services().decisions.decide(*question)
-    return {"decision": decision.allowed, "context": {"reason": decision.reason}}
+def _answers(questions: list, stop_on: bool | None = None) -> list[dict]:
+    """Answer in order (foreign types are denied without asking), all in one batch."""
+    asked = [question for question in questions if not isinstance(question, str)]
+    decisions = iter(services().decisions.decide_many(asked, seen=seen_version()) if asked else [])
+    answers = []
+    for question in questions:
+        if isinstance(question, str):
+            answer = {"decision": False, "context": {"reason": question}}
+        else:
+            decision = next(decisions)
+            answer = {"decision": decision.allowed, "context": {"reason": decision.reason}}
+        answers.append(answer)
+        if stop_on is not None and answer["decision"] is stop_on:
+            break
+    return answers
 
 
 def _versioned(payload: dict, status: int = 200):
@@ -49,7 +62,7 @@ def _versioned(payload: dict, status: int = 200):
          response=schemas.DecisionSchema, errors=(400, 401, 403))
 def evaluation():
     body = load(schemas.EvaluationRequestSchema)
-    return _versioned(_answer(_question(body["subject"], body["action"], body["resource"])))
+    return _versioned(_answers([_question(body["subject"], body["action"], body["resource"])])[0])
 
 
 @bp.post("/access/v1/evaluations")
@@ -61,10 +74,9 @@ def evaluations():
     items = body.get("evaluations") or []
     if not items:
         # The standard: without items, the call is a single evaluation of the defaults.
-        single = schemas.EvaluationRequestSchema().load(
-            {key: body[key] for key in ("subject", "action", "resource", "context") if key in body}
-        )
-        return _versioned(_answer(_question(single["subject"], single["action"], single["resource"])))
+        defaults = {key: body[key] for key in ("subject", "action", "resource", "context") if key in body}
+        single = EVALUATION.load(defaults)
+        return _versioned(_answers([_question(single["subject"], single["action"], single["resource"])])[0])
     limit = current_app.config["AUTHZ_MAX_EVALUATIONS"]
     if len(items) > limit:
         raise ApiError(400, "too_many_evaluations", f"at most {limit} evaluations per call",
@@ -74,21 +86,14 @@ def evaluations():
     for index, item in enumerate(items):
         merged = {key: item.get(key, body.get(key)) for key in ("subject", "action", "resource")}
         try:
-            entity = schemas.EvaluationRequestSchema().load({k: v for k, v in merged.items() if v is not None})
+            entity = EVALUATION.load({k: v for k, v in merged.items() if v is not None})
         except ValidationError as exc:
             errors[str(index)] = exc.messages
             continue
         questions.append(_question(entity["subject"], entity["action"], entity["resource"]))
     if errors:
         raise ApiError(400, "invalid_request", "some evaluations are incomplete or malformed", {"evaluations": errors})
-    stop_on = STOP_ON[body["options"]["evaluations_semantic"]]
-    answers = []
-    for question in questions:
-        answer = _answer(question)
-        answers.append(answer)
-        if stop_on is not None and answer["decision"] is stop_on:
-            break
-    return _versioned({"evaluations": answers})
+    return _versioned({"evaluations": _answers(questions, STOP_ON[body["options"]["evaluations_semantic"]])})
 
 
 # ---- searches --------------------------------------------------------------------------
@@ -104,8 +109,7 @@ def _page(found: list[str], page: dict | None) -> tuple[list[str], dict]:
                        {"page": {"limit": [f"at most {maximum}"]}})
     start = 0
     if page.get("token"):
-        after = _decode_token(page["token"])
-        start = next((i for i, key in enumerate(found) if key > after), len(found))
+        start = bisect.bisect_right(found, _decode_token(page["token"]))
     chunk = found[start : start + limit]
     more = start + limit < len(found)
     next_token = _encode_token(chunk[-1]) if more and chunk else ""
@@ -140,7 +144,7 @@ def search_subject():
     body = load(schemas.SubjectSearchRequestSchema)
     found = []
     if body["subject"]["type"] == SUBJECT_TYPE and body["resource"]["type"] == RESOURCE_TYPE:
-        found = services().decisions.subjects(body["resource"]["id"], body["action"]["name"])
+        found = services().decisions.subjects(body["resource"]["id"], body["action"]["name"], seen=seen_version())
     return _search(found, body.get("page"), lambda email: {"type": SUBJECT_TYPE, "id": email})
 
 
@@ -153,7 +157,8 @@ def search_resource():
     body = load(schemas.ResourceSearchRequestSchema)
     found = []
     if body["subject"]["type"] == SUBJECT_TYPE and body["resource"]["type"] == RESOURCE_TYPE:
-        found = services().decisions.resources(normalize_email(body["subject"]["id"]), body["action"]["name"])
+        found = services().decisions.resources(
+            normalize_email(body["subject"]["id"]), body["action"]["name"], seen=seen_version())
     return _search(found, body.get("page"), lambda siret: {"type": RESOURCE_TYPE, "id": siret})
 
 
@@ -165,7 +170,8 @@ def search_action():
     body = load(schemas.ActionSearchRequestSchema)
     found = []
     if body["subject"]["type"] == SUBJECT_TYPE and body["resource"]["type"] == RESOURCE_TYPE:
-        found = services().decisions.actions(normalize_email(body["subject"]["id"]), body["resource"]["id"])
+        found = services().decisions.actions(
+            normalize_email(body["subject"]["id"]), body["resource"]["id"], seen=seen_version())
     return _search(sorted(found), body.get("page"), lambda right: {"name": right})
 
 

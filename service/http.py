@@ -12,6 +12,7 @@ from marshmallow import Schema
 
 from authz import model, tokens
 from authz.audit import Context
+from authz.decisions import UNREAD
 from authz.errors import NotFound
 from authz.identifiers import is_email, normalize_email
 from service.errors import ApiError
@@ -94,10 +95,13 @@ def _bearer() -> str | None:
 
 def _known_key(digest: str) -> model.ApiKey | None:
     """The API key with this digest, remembered while the data version stays the same
-    (creating or revoking a key bumps it, so a revoked key fails at once)."""
+    (creating or revoking a key bumps it, so a revoked key fails at once).
+
+    The data version read here is the request's (``seen_version``): decisions answered
+    from the cache under it need no second transaction."""
     known = current_app.extensions.setdefault("authz_keys", {"version": None, "keys": {}})
     with services().db.transaction(write=False) as tx:
-        version = tx.data_version()
+        version = g.data_version = tx.data_version()
         if version is None or version != known["version"]:
             known["version"], known["keys"] = version, {}
         key = known["keys"].get(digest)
@@ -106,6 +110,11 @@ def _known_key(digest: str) -> model.ApiKey | None:
             if key is not None and version is not None and len(known["keys"]) < 1000:
                 known["keys"][digest] = key  # only real keys: guesses must not fill it
     return key
+
+
+def seen_version() -> object:
+    """The data version read at the start of this request, with its API key."""
+    return g.get("data_version", UNREAD)
 
 
 def requires(area: str) -> Callable:

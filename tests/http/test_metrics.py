@@ -151,7 +151,7 @@ def test_database_unavailable_answers_are_counted(app, api, story, monkeypatch):
     def unavailable(*args, **kwargs):
         raise StoreUnavailable("the database is unavailable")
 
-    monkeypatch.setattr(app.extensions["authz"].decisions, "decide", unavailable)
+    monkeypatch.setattr(app.extensions["authz"].decisions, "decide_many", unavailable)
     plain = app.test_client_class
     app.test_client_class = None  # this test expects a 503
     try:

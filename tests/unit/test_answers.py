@@ -1,0 +1,62 @@
+"""The answer cache: what it keeps, and that nothing survives its truth."""
+
+from authz import model
+from authz.answers import AnswerCache, Entry, Found
+
+USER = model.User("ana@example.org", now=0.0)
+COMPANY = model.Company("10000000000016")
+
+
+def entry(valid_until: float = 100.0) -> Entry:
+    return Entry(USER, COMPANY, valid_until)
+
+
+def test_an_answer_is_served_until_its_horizon_only():
+    cache = AnswerCache()
+    generation = cache.sync(("policy", 1))
+    cache.put(("ana", "c"), entry(valid_until=100.0), generation)
+    assert cache.get(("ana", "c"), now=99.9) is not None
+    assert cache.get(("ana", "c"), now=100.0) is None
+
+
+def test_a_new_data_version_forgets_answers_and_searches():
+    cache = AnswerCache()
+    old = cache.sync(("policy", 1))
+    cache.put(("ana", "c"), entry(), old)
+    cache.keep_found(("resources", "ana", "compte"), Found(("c",), 100.0), old)
+    cache.sync(("policy", 2))
+    assert cache.get(("ana", "c"), now=0.0) is None
+    assert cache.found(("resources", "ana", "compte"), now=0.0) is None
+
+
+def test_an_answer_computed_under_an_older_generation_is_not_stored():
+    # A slow request read data version 1; meanwhile a write made it 2 and another request
+    # moved the cache on: the slow request's answer, from the old rows, must not be kept.
+    cache = AnswerCache()
+    slow = cache.sync(("policy", 1))
+    cache.sync(("policy", 2))
+    cache.put(("ana", "c"), entry(), slow)
+    cache.keep_found(("resources", "ana", "compte"), Found(("c",), 100.0), slow)
+    assert cache.get(("ana", "c"), now=0.0) is None
+    assert cache.found(("resources", "ana", "compte"), now=0.0) is None
+
+
+def test_searches_are_bounded_by_their_items_in_all():
+    cache = AnswerCache(size=10)
+    generation = cache.sync(("policy", 1))
+    cache.keep_found(("resources", "a", "r"), Found(tuple("abcde"), 100.0), generation)
+    cache.keep_found(("resources", "b", "r"), Found(tuple("abc"), 100.0), generation)
+    cache.keep_found(("resources", "c", "r"), Found(tuple("ab"), 100.0), generation)  # evicts the oldest
+    assert cache.found(("resources", "a", "r"), now=0.0) is None
+    assert cache.found(("resources", "b", "r"), now=0.0).items == ("a", "b", "c")
+    cache.keep_found(("resources", "d", "r"), Found(tuple("abcdefghijk"), 100.0), generation)  # too big alone
+    assert cache.found(("resources", "d", "r"), now=0.0) is None
+
+
+def test_a_zero_size_cache_keeps_nothing():
+    cache = AnswerCache(size=0)
+    generation = cache.sync(("policy", 1))
+    cache.put(("ana", "c"), entry(), generation)
+    cache.keep_found(("resources", "ana", "compte"), Found((), 100.0), generation)
+    assert cache.get(("ana", "c"), now=0.0) is None
+    assert cache.found(("resources", "ana", "compte"), now=0.0) is None
