@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, create_engine, event, insert, literal, select, union_all, update
+from sqlalchemy import Connection, bindparam, create_engine, event, insert, literal, select, union_all, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -53,6 +53,39 @@ def join_scope(scope: Iterable[str]) -> str:
 
 def split_scope(stored: str) -> tuple[str, ...]:
     return tuple(stored.split()) if stored else ()
+
+
+def _among(column, name: str):
+    """``column IN (...)``, the list given at execution as parameter ``name``."""
+    return column.in_(bindparam(name, expanding=True))
+
+
+# The statements of every decision, built once: building a select() costs more than
+# running it on an indexed column.
+_USER_ROLES = union_all(
+    select(company_admins.c.user_email, literal("admin"), company_admins.c.company_siret)
+    .where(_among(company_admins.c.user_email, "emails")),
+    select(firms.c.manager_email, literal("manager"), firms.c.siret)
+    .where(_among(firms.c.manager_email, "emails")),
+    select(collaborators.c.user_email, literal("collaborator"), collaborators.c.firm_siret)
+    .where(_among(collaborators.c.user_email, "emails")),
+)
+_DELEGATIONS_TO_ANY_FIRM = select(delegations).where(
+    _among(delegations.c.company_siret, "sirets"), delegations.c.firm_siret.is_not(None)
+)
+_DELEGATIONS_TO_FIRMS = select(delegations).where(
+    _among(delegations.c.company_siret, "sirets"), _among(delegations.c.firm_siret, "firms")
+)
+_GRANTS = select(grants).where(_among(grants.c.company_siret, "sirets"))
+_GRANTS_TO = _GRANTS.where(_among(grants.c.collaborator_email, "people"))
+_EXISTING_COMPANIES = select(companies.c.siret).where(_among(companies.c.siret, "sirets"))
+_PENDING_DELEGATIONS = select(delegations).where(
+    _among(delegations.c.company_siret, "sirets"), delegations.c.status == model.LinkStatus.PENDING
+).order_by(delegations.c.id)
+_DATA_VERSION = select(data_version.c.version).where(data_version.c.id == 1)
+_API_KEY = select(api_keys.c.name, api_keys.c.role).where(
+    api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+)
 
 
 class Database:
@@ -207,15 +240,7 @@ class Tx:
             email: {"admin": set(), "manager": set(), "collaborator": set()} for email in emails
         }
         if emails:
-            query = union_all(
-                select(company_admins.c.user_email, literal("admin"), company_admins.c.company_siret)
-                .where(company_admins.c.user_email.in_(emails)),
-                select(firms.c.manager_email, literal("manager"), firms.c.siret)
-                .where(firms.c.manager_email.in_(emails)),
-                select(collaborators.c.user_email, literal("collaborator"), collaborators.c.firm_siret)
-                .where(collaborators.c.user_email.in_(emails)),
-            )
-            for email, role, siret in self.conn.execute(query):
+            for email, role, siret in self.conn.execute(_USER_ROLES, {"emails": emails}):
                 roles[email][role].add(siret)
         return {
             email: model.User(
@@ -252,19 +277,19 @@ class Tx:
         if not sirets:
             return {}
         firm_list = None if firms is None else _in_list(firms)
-        if firm_list is None or firm_list:
-            query = select(delegations).where(delegations.c.company_siret.in_(sirets))
-            if firm_list is not None:
-                query = query.where(delegations.c.firm_siret.in_(firm_list))
-            else:
-                query = query.where(delegations.c.firm_siret.is_not(None))
-            for row in self.conn.execute(query):
-                links[row.company_siret][0].append(delegation_fact(row))
+        rows: Iterable = ()
+        if firm_list is None:
+            rows = self.conn.execute(_DELEGATIONS_TO_ANY_FIRM, {"sirets": sirets})
+        elif firm_list:
+            rows = self.conn.execute(_DELEGATIONS_TO_FIRMS, {"sirets": sirets, "firms": firm_list})
+        for row in rows:
+            links[row.company_siret][0].append(delegation_fact(row))
         if with_grants:
-            query = select(grants).where(grants.c.company_siret.in_(sirets))
-            if collaborators is not None:
-                query = query.where(grants.c.collaborator_email.in_(_in_list(collaborators)))
-            for row in self.conn.execute(query):
+            if collaborators is None:
+                rows = self.conn.execute(_GRANTS, {"sirets": sirets})
+            else:
+                rows = self.conn.execute(_GRANTS_TO, {"sirets": sirets, "people": _in_list(collaborators)})
+            for row in rows:
                 links[row.company_siret][1].append(grant_fact(row))
         return {
             siret: model.Company(siret=siret, delegations=tuple(dels), grants=tuple(grs))
@@ -315,8 +340,7 @@ class Tx:
 
     def existing_companies(self, sirets: Iterable[str]) -> set[str]:
         """Those of ``sirets`` that are registered, in one query."""
-        query = select(companies.c.siret).where(companies.c.siret.in_(_in_list(sirets)))
-        return {row[0] for row in self.conn.execute(query)}
+        return {row[0] for row in self.conn.execute(_EXISTING_COMPANIES, {"sirets": _in_list(sirets)})}
 
     def insert_company(self, siret: str, name: str, now: datetime) -> None:
         self.conn.execute(insert(companies).values(siret=siret, name=name, created_at=now))
@@ -390,11 +414,7 @@ class Tx:
         wanted = set(pairs)
         found: dict[tuple[str, str], list] = {pair: [] for pair in wanted}
         if wanted:
-            query = select(delegations).where(
-                delegations.c.company_siret.in_(_in_list(siret for siret, _ in wanted)),
-                delegations.c.status == model.LinkStatus.PENDING,
-            ).order_by(delegations.c.id)
-            for row in self.conn.execute(query):
+            for row in self.conn.execute(_PENDING_DELEGATIONS, {"sirets": _in_list(siret for siret, _ in wanted)}):
                 if (row.company_siret, row.manager_email) in wanted:
                     found[(row.company_siret, row.manager_email)].append(row)
         return found
@@ -502,11 +522,7 @@ class Tx:
         self.bump_data_version()  # processes that remember keys must look again
 
     def api_key_by_hash(self, key_hash: str) -> model.ApiKey | None:
-        row = self.conn.execute(
-            select(api_keys.c.name, api_keys.c.role).where(
-                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
-            )
-        ).first()
+        row = self.conn.execute(_API_KEY, {"key_hash": key_hash}).first()
         return None if row is None else model.ApiKey(name=row.name, role=row.role)
 
     def api_key_names(self) -> set[str]:
@@ -559,7 +575,7 @@ class Tx:
 
     def data_version(self) -> int | None:
         """The current data version; None if its row is missing (then nothing may be cached)."""
-        return self.conn.execute(select(data_version.c.version).where(data_version.c.id == 1)).scalar()
+        return self.conn.execute(_DATA_VERSION).scalar()
 
     def audit(
         self,

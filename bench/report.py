@@ -267,13 +267,20 @@ def render(r: dict) -> str:
       "queries that load the facts: that is the cold figure, far above the 1 ms target. The shape memo "
       "(`authz/shapes.py`) makes one evaluation serve every question of the same shape, so the oso cost is "
       "paid per shape, not per question; loading the facts is still paid per (user, company).")
-    w("- A warm answer still opens a read transaction to check the data version (that check is what "
-      "makes every process see a write at once), validates the body with marshmallow and writes a JSON log "
-      "line; the floor does none of that. The stream is long-tailed, so each worker meets many pairs for "
-      "the first time within a 12 s run.")
-    w("- Possible next steps (not measured yet): answer the `evaluations` items of one batch from one facts "
-      "query; keep warm answers across workers and restarts (a shared cache such as Redis, versioned by "
-      "the same data version); "
-      "move the hot path off oso to a policy compiled ahead of time.")
+    w("- A warm answer needs one read transaction per request: the one that checks the API key also reads "
+      "the data version (that check is what makes every process see a write at once); the body is "
+      "validated with marshmallow and two JSON log lines are written (request and decision); the floor "
+      "does none of that. The stream is long-tailed, so each worker meets many pairs, and many new "
+      "shapes, for the first time within a 12 s run; each worker's memo and cache are its own.")
+    w("- `evaluations`: the items of a call that miss the cache are loaded together (three queries for the "
+      "whole batch, two more for the reasons of its denials); what is left per item is the marshmallow "
+      "validation, the shape relabelling, a memo lookup (an oso evaluation for a new shape) and one decision "
+      "log line.")
+    w("- Searches: a result is kept per process under the same rules as an answer (policy and data version, "
+      "earliest end date of the links behind it), so the repeated calls of section 3 are served from it; "
+      "the *first calls* column is the cost of a search that nothing has prepared.")
+    w("- Possible next steps (not measured yet): a shared cache of answers and shapes across workers and "
+      "restarts (e.g. Redis, versioned by the same data version); moving the hot path off oso to a policy "
+      "compiled ahead of time.")
     w("")
     return "\n".join(out)
