@@ -221,8 +221,10 @@ def _decisions(metrics: Metrics, endpoint: str, response: Response) -> None:
     """Count (and log) every decision of an evaluation answer: one, or one per item."""
     payload = response.get_json(silent=True) or {}
     answers = payload.get("evaluations", [payload])
-    for answer in answers:
-        metrics.decisions.labels(endpoint, "allow" if answer.get("decision") is True else "deny").inc()
+    allowed = sum(answer.get("decision") is True for answer in answers)
+    for outcome, count in (("allow", allowed), ("deny", len(answers) - allowed)):
+        if count:
+            metrics.decisions.labels(endpoint, outcome).inc(count)
     level = current_app.config["AUTHZ_DECISION_LOG_LEVEL"]
     if not decision_log.isEnabledFor(level):
         return  # spare re-reading the request
