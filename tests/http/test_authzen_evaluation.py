@@ -167,6 +167,21 @@ def test_evaluations_replace_defaults_per_item_and_answer_in_request_order(api, 
     assert [a["decision"] for a in _evaluations(api, body)] == [True, False, True, False, True, True]
 
 
+def test_a_batch_answers_every_item_as_a_single_evaluation_would(app, api, story):
+    # Items loaded together (with repeats) give the same decisions and reasons as one
+    # call each, the denials' reasons included; each way starts from an empty cache.
+    cache = app.extensions["authz"].decisions.cache
+    unknown_company = siret(99)
+    asked = [question(user, right, company) for user, right, _ in GRID for company in (DUPONT, MARTIN)]
+    asked += [question(MANAGER, "compte", unknown_company), question(COLLAB, "no-such-right", DUPONT),
+              {**question(ADMIN, "compte", DUPONT), "subject": {"type": "group", "id": ADMIN}}]
+    asked += asked[::7]
+    cache.sync(("a fresh cache",))
+    together = _evaluations(api, {"evaluations": asked})
+    cache.sync(("another fresh cache",))
+    assert [_decision(api, body) for body in asked] == together
+
+
 def test_evaluations_execute_all_is_the_default_and_answers_every_item(api, story):
     items = [{"action": {"name": right}} for right in RIGHTS]
     body = {"subject": {"type": "user", "id": COLLAB}, "resource": {"type": "company", "id": DUPONT},
