@@ -89,8 +89,10 @@ class AnswerCache:
     def __init__(self, size: int = 50_000, max_age: float = 300.0):
         self.max_age = max_age
         self._generation: tuple | None = None
-        self._answers = _Lru(size)
-        # Search results are kept up to as many items in all as there are answers.
+        # Both are bounded by what they hold: an answer weighs one plus the links of its
+        # facts (a company with a long history is a big entry), a search result one plus
+        # its items.
+        self._answers = _Lru(size, weigh=lambda entry: 1 + len(entry.company.delegations) + len(entry.company.grants))
         self._searches = _Lru(size, weigh=lambda found: 1 + len(found.items))
         self._lock = threading.Lock()
         self.hits = 0

@@ -108,7 +108,7 @@ class PolicyRejected(PolicyError):
 class Engine:
     """A loaded policy. Build a new one to reload; never reload one in place."""
 
-    def __init__(self, sources: dict[str, str] | Path, memo_size: int = 20_000):
+    def __init__(self, sources: dict[str, str] | Path, memo_size: int = 50_000):
         """Compile ``sources`` ({file name: Polar text}, or a folder to read) in one load.
 
         Warnings are refused like errors: oso only prints some traps on stdout (an
@@ -141,8 +141,12 @@ class Engine:
         # Shapes are safe only for a policy that cannot see through placeholders.
         self.opacity_problems = shapes.opacity_problems(sources)
         self.memoizable = not self.opacity_problems
+        # The memo keeps, per shape, the answer of each right asked; it is bounded by the
+        # facts it holds (one per shape plus one per link), not by its entries: a
+        # company with a long history makes a big key.
         self.memo_size = memo_size
-        self._memo: OrderedDict = OrderedDict()
+        self._memo: OrderedDict[tuple[model.User, model.Company], dict[str, str | None]] = OrderedDict()
+        self._memo_weight = 0
         self._memo_lock = threading.Lock()
         self._key_answers: dict[tuple[model.ApiKey, str], bool] = {}
         self.info = PolicyInfo(
@@ -190,16 +194,25 @@ class Engine:
         return self._memoised(shapes.canonical(user, company), right)
 
     def _memoised(self, facts: tuple[model.User, model.Company], right: str) -> str | None:
-        key = (facts, right)
         with self._memo_lock:
-            if key in self._memo:
-                self._memo.move_to_end(key)
-                return self._memo[key]
+            answers = self._memo.get(facts)
+            if answers is not None:
+                self._memo.move_to_end(facts)
+                if right in answers:
+                    return answers[right]
         found = self._answer(facts[0], right, facts[1])
+        weight = _weight(facts)
+        if weight > self.memo_size:
+            return found
         with self._memo_lock:
-            self._memo[key] = found
-            if len(self._memo) > self.memo_size:
-                self._memo.popitem(last=False)
+            answers = self._memo.get(facts)
+            if answers is None:
+                answers = self._memo[facts] = {}
+                self._memo_weight += weight
+                while self._memo_weight > self.memo_size:
+                    evicted, _ = self._memo.popitem(last=False)
+                    self._memo_weight -= _weight(evicted)
+            answers[right] = found
         return found
 
     def _answer(self, user: model.User, right: str, company: model.Company) -> str | None:
@@ -246,6 +259,13 @@ class Engine:
             return bool(self._oso.query_rule_once(rule, *args))
         except OsoError as exc:
             raise PolicyError(f"policy evaluation failed: {exc}") from exc
+
+
+def _weight(facts: tuple[model.User, model.Company]) -> int:
+    """What a memo entry costs: its shape, and each link and membership it holds."""
+    user, company = facts
+    return 1 + len(company.delegations) + len(company.grants) + len(user.admin_of) + len(user.manages) \
+        + len(user.collaborates)
 
 
 # Order in which a reason prefers the rules that allowed.

@@ -93,3 +93,18 @@ def test_questions_of_the_same_shape_share_one_evaluation(memoised):
     second = shapes.canonical(manager, client("55208131766522", "d-two"))
     assert first == second
     assert memoised.rights_table(manager, client("55208131766522", "d-two"))["compte"] == "firm_manager"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(asked=st.lists(st.tuples(users, companies, st.sampled_from(RIGHTS)), min_size=1, max_size=30))
+def test_the_memo_never_holds_more_than_its_bound_of_shapes_and_links(asked):
+    # A long-lived worker meets ever new shapes; what the memo keeps stays bounded by the
+    # facts it holds (a shape with many links weighs more), and answers stay right.
+    engine = Engine(ROOT, memo_size=12)
+    for user, company, right in asked:
+        engine.answer(user, right, company)
+        held = sum(1 + len(c.delegations) + len(c.grants) + len(u.admin_of) + len(u.manages) + len(u.collaborates)
+                   for u, c in engine._memo)
+        assert held <= 12
+    for user, company, right in asked:
+        assert engine.answer(user, right, company) == engine._answer(user, right, company)
