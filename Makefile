@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export AUTHZ_DATABASE_URL ?= sqlite:///var/authz.sqlite3
 
-.PHONY: run test lint install demo bench clean
+.PHONY: run test lint install demo bench soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or 3.12 is needed (oso 0.27.3 has no wheels for others); set PYTHON=/path/to/python3.12"; exit 1; }
@@ -43,6 +43,10 @@ bench: $(STAMP)
 		{ apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }; } || \
 		echo "wrk is not installed: the benchmark falls back to its Python load generator"
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## make soak: 10 minutes of mixed reads and writes through authz serve (RELIABILITY.md); SOAK_ARGS="--db sqlite" etc.
+soak: $(STAMP)
+	$(BIN)/python -m tests.reliability.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
