@@ -498,10 +498,12 @@ def main(argv: list[str] | None = None) -> int:
                         growth_bound=args.growth_bound, seed=args.seed, keep=args.keep)
     workdir = Path(tempfile.mkdtemp(prefix="authz-soak-"))
     print(f"[soak] {settings.seconds:.0f} s on {settings.db}; work folder {workdir}", flush=True)
-    report = run(settings, workdir)
+    try:
+        report = run(settings, workdir)
+    finally:
+        if not settings.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(report.text(), flush=True)
-    if not settings.keep:
-        shutil.rmtree(workdir, ignore_errors=True)
     return 1 if report.failures else 0
 
 

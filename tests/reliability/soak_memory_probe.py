@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = services.policy()
         cache = services.decisions.cache
         print(f"{time.monotonic() - began:5.0f} s  requests {sum(tally.calls.values()):6d}  RSS {rss_mib():6.1f} MiB  "
-              f"engine memo {_size(engine, '_memo'):>6} keys  answer cache {_size(cache, '_answers', 'entries')} "
+              f"engine memo {_size(engine, '_memo'):>6} keys (weight {getattr(engine, '_memo_weight', '?')})  answer cache {_size(cache, '_answers', 'entries')} "
               f"answers, {_size(cache, '_searches', 'entries')} searches  errors {tally.total_errors}  "
               f"wrong {tally.total_wrong}", flush=True)
         time.sleep(args.every)
