@@ -13,15 +13,16 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from authz import audit, model
+from authz import audit, impact, model
 from authz.audit import Context
 from authz.engine import Engine, LoadedPolicy, PolicyRejected, Problem, policy_version, read_policy
 from authz.errors import InvalidInput, NotFound, StoreUnavailable
-from authz.store import Database, reaching
+from authz.impact import Alter, Impact
+from authz.store import Database
 from authz.tables import utcnow
 
 log = logging.getLogger("authz.policy")
@@ -36,22 +37,6 @@ class ReloadOutcome:
     old_version: str
     new_version: str | None
     problems: tuple[Problem, ...] = ()
-
-
-@dataclass(frozen=True)
-class Change:
-    """One (user, right, company) that a change gives or takes away."""
-
-    user: str
-    right: str
-    company: str
-
-
-@dataclass(frozen=True)
-class Impact:
-    gained: tuple[Change, ...] = field(default_factory=tuple)
-    lost: tuple[Change, ...] = field(default_factory=tuple)
-    pairs_checked: int = 0
 
 
 def check_draft(sources: dict[str, str]) -> list[Problem]:
@@ -126,11 +111,14 @@ class PolicyAdmin:
         loaded: LoadedPolicy,
         clock: Callable[[], datetime] = utcnow,
         run_tests: Callable[[Engine, Path], list[Problem]] | None = None,
+        workers: int = 1,
     ):
+        """``workers``: processes an impact report over the whole store may fork (1: none)."""
         self.db = db
         self.loaded = loaded
         self.clock = clock
         self.run_tests = run_tests or _shipped_tests
+        self.workers = workers
         self._lock = threading.Lock()
         self._fingerprint = _fingerprint(loaded.root)
 
@@ -200,11 +188,13 @@ class PolicyAdmin:
         """Who would gain or lose which right on which company under ``sources``."""
         _check_draft_shape(sources)
         draft = Engine(sources)
-        return self._compare(self.loaded(), draft, lambda company: company)
+        return self._compare(self.loaded(), draft)
 
     def impact_of_delegation_change(self, delegation_id: str, scope: list[str] | None) -> Impact:
         """What narrowing a delegation to ``scope`` (None: revoking it) would take away."""
         def changed(company: model.Company) -> model.Company:
+            if all(delegation.id != delegation_id for delegation in company.delegations):
+                return company
             delegations = []
             for delegation in company.delegations:
                 if delegation.id == delegation_id:
@@ -222,30 +212,13 @@ class PolicyAdmin:
         engine = self.loaded()
         return self._compare(engine, engine, changed, companies=[row.company_siret])
 
-    def _compare(self, before: Engine, after: Engine, alter, companies: list[str] | None = None) -> Impact:
-        now = self.clock().timestamp()
-        gained, lost, pairs = [], [], 0
-        with self.db.transaction(write=False) as tx:
-            sirets = companies if companies is not None else tx.linked_companies()
-            for start in range(0, len(sirets), 500):
-                chunk = sirets[start : start + 500]
-                facts = tx.companies_facts(chunk)
-                people = tx.users_reaching_each(chunk)
-                users = tx.users_facts(sorted({e for emails in people.values() for e in emails}), now)
-                for siret in chunk:
-                    company = facts[siret]
-                    for email in people[siret]:
-                        pairs += 1
-                        mine = reaching(company, users[email])
-                        held_before = _held(before, users[email], mine)
-                        held_after = _held(after, users[email], alter(mine))
-                        gained += [Change(email, r, siret) for r in sorted(held_after - held_before)]
-                        lost += [Change(email, r, siret) for r in sorted(held_before - held_after)]
-        return Impact(tuple(gained), tuple(lost), pairs)
-
-
-def _held(engine: Engine, user: model.User, company: model.Company) -> set[str]:
-    return {right for right, rule in engine.rights_table(user, company).items() if rule is not None}
+    def _compare(self, before: Engine, after: Engine, alter: Alter | None = None,
+                 companies: list[str] | None = None) -> Impact:
+        """Compare over every company of the store, or over ``companies``."""
+        found = impact.measure(self.db, before, after, self.clock().timestamp(), alter, companies, self.workers)
+        log.info("impact: %d pairs, %d shapes, %d questions in %.1fs (%s)",
+                 found.pairs_checked, found.shapes, found.questions, found.seconds, found.method)
+        return found
 
 
 def _fingerprint(root: Path) -> tuple:

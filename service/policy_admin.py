@@ -66,9 +66,14 @@ def delegation_impact(delegation_id):
     return _impact(services().policy_admin.impact_of_delegation_change(link_id(delegation_id), body["scope"]))
 
 
+# A report over a national store can list hundreds of thousands of changes: the lists
+# stop here (in order: company, then person, then right); the counts are always complete.
+MAX_LISTED = 10_000
+
+
 def _impact(found):
     return jsonify(schemas.ImpactSchema().dump({
         "counts": {"gained": len(found.gained), "lost": len(found.lost), "pairs_checked": found.pairs_checked},
-        "gained": [asdict(c) for c in found.gained],
-        "lost": [asdict(c) for c in found.lost],
+        "gained": [asdict(c) for c in found.gained[:MAX_LISTED]],
+        "lost": [asdict(c) for c in found.lost[:MAX_LISTED]],
     }))

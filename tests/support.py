@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from authz import migrate
 from authz.audit import Context
+from authz.dataset import load_dataset
 from authz.identifiers import with_luhn_digit
+from authz.store import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,3 +51,11 @@ STRANGER = "eve@nowhere.example"     # linked to nothing
 def as_user(email: str, request_id: str = "req-test") -> Context:
     """The context of a management call made by ``email`` through a portal key."""
     return Context(user=email, key="test-portal", request_id=request_id)
+
+
+def small_store(folder: Path, seed: int, now: datetime) -> tuple[Database, object]:
+    """A fresh SQLite in ``folder`` holding the generated ``small`` dataset: (database, load summary)."""
+    url = f"sqlite:///{folder / 'small.sqlite3'}"
+    migrate.upgrade(url)
+    database = Database(url)
+    return database, load_dataset(database, "small", seed=seed, now=now)

@@ -155,6 +155,19 @@ def test_impact_of_a_draft_lists_who_gains_and_loses(api: Api, story):
     assert body["counts"]["lost"] == 2 and body["counts"]["pairs_checked"] >= 3
 
 
+def test_impact_lists_stop_at_their_bound_while_the_counts_stay_complete(api: Api, story, monkeypatch):
+    from service import policy_admin
+
+    monkeypatch.setattr(policy_admin, "MAX_LISTED", 1)
+    files = shipped_files()
+    files["policies.polar"] = files["policies.polar"].replace('delegable("compte");\n', "")
+
+    body = api.post("/v1/policy/impact", key="admin", json={"files": files}).get_json()
+
+    assert body["counts"]["lost"] == 2
+    assert body["lost"] == [{"user": MANAGER, "right": "compte", "company": DUPONT}]
+
+
 def test_impact_of_an_invalid_draft_is_422(api: Api):
     assert_error(api.post("/v1/policy/impact", key="admin", json={"files": {"policies.polar": "allow("}}), 422)
 

@@ -9,24 +9,20 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from authz import dataset, migrate
+from authz import dataset
 from authz.dataset import DELEGABLE, SIZES, Generator, load_dataset
 from authz.decisions import Decisions
 from authz.engine import LoadedPolicy
 from authz.identifiers import is_email, is_siret
-from authz.store import Database
 from authz.tables import collaborators, companies, company_admins, delegations, firms, grants, users
-from tests.support import ROOT
+from tests.support import ROOT, small_store
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('dataset') / 'small.sqlite3'}"
-    migrate.upgrade(url)
-    db = Database(url)
-    summary = load_dataset(db, "small", seed=7, now=NOW)
+    db, summary = small_store(tmp_path_factory.mktemp("dataset"), seed=7, now=NOW)
     with db.engine.connect() as conn:
         rows = {
             table.name: list(conn.execute(select(table)))

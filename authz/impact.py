@@ -1,0 +1,279 @@
+"""The impact of a change: who would gain or lose which right on which company.
+
+Every (user, company) pair of the store is asked, under the policy before and after
+the change, which rights the entry rule ``allow`` gives; the report lists the
+differences. Asking the policy is the cost (one ``allow`` query takes milliseconds,
+and a national store has about two million pairs), so pairs are grouped by the shape
+of their facts and each group is asked once, in the coarsest grouping both policies
+allow (``authz.impact_shapes``):
+
+* shapes with identifiers compared by equality, asked right by right with each
+  scope reduced to whether it holds that right (a few thousand questions for a
+  national store), and a right the change leaves to the same rules asked once for
+  both policies (``authz.policy_reading``);
+* the same shapes, asked for every right at once;
+* the engine's own shapes (``authz.shapes``: identifiers keep their order);
+* no grouping at all, when a policy could see through shapes (``Engine.memoizable``).
+
+The answers are those of the straightforward comparison, pair by pair and right by
+right; only the number of questions changes. ``Impact.method`` says which grouping
+was used and why not a coarser one.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+from authz import impact_parallel, impact_shapes, model, pairs, policy_reading, shapes
+from authz.engine import Engine
+from authz.pairs import Population
+from authz.store import Database, reaching
+
+Alter = Callable[[model.Company], model.Company]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One (user, right, company) that a change gives or takes away."""
+
+    user: str
+    right: str
+    company: str
+
+
+@dataclass(frozen=True)
+class Impact:
+    gained: tuple[Change, ...] = field(default_factory=tuple)
+    lost: tuple[Change, ...] = field(default_factory=tuple)
+    pairs_checked: int = 0
+    shapes: int = 0  # groups of pairs with the same facts up to renaming
+    questions: int = 0  # allow queries asked of the two policies
+    seconds: float = 0.0
+    method: str = ""
+
+    def by_right(self) -> dict[str, tuple[int, int]]:
+        """Right -> (gained, lost) counts, rights in order."""
+        gained = Counter(change.right for change in self.gained)
+        lost = Counter(change.right for change in self.lost)
+        return {right: (gained[right], lost[right]) for right in sorted(gained.keys() | lost.keys())}
+
+
+def measure(db: Database, before: Engine, after: Engine, now: float, alter: Alter | None = None,
+            companies: list[str] | None = None, workers: int = 1) -> Impact:
+    """Load the pairs of every company (or of ``companies``) at instant ``now`` and compare.
+
+    ``workers`` > 1 splits a whole-store report over that many forked processes.
+    """
+    started = time.perf_counter()
+    with _collector_paused():
+        if companies is None and workers > 1 and impact_parallel.available():
+            with db.transaction(write=False) as tx:
+                bounds = pairs.shares(tx, workers)
+
+            def share(first: str | None, until: str | None) -> tuple:
+                with db.transaction(write=False) as tx:
+                    population = pairs.load_all(tx, now, first, until)
+                found, seen = _compare(before, after, population, alter)
+                return found, {hash(key) for key in seen}
+
+            found, seen = _merge(impact_parallel.run(db, bounds, share))
+        else:
+            with db.transaction(write=False) as tx:
+                population = pairs.load_all(tx, now) if companies is None else pairs.load_some(tx, companies, now)
+            found, seen = _compare(before, after, population, alter)
+            del population
+    return replace(found, shapes=len(seen), seconds=time.perf_counter() - started)
+
+
+def _merge(shares: list[tuple[Impact, set]]) -> tuple[Impact, set]:
+    """One report from the reports of consecutive shares of the companies."""
+    seen: set = set()
+    for _, keys in shares:
+        seen |= keys
+    found = Impact(
+        gained=tuple(change for share, _ in shares for change in share.gained),
+        lost=tuple(change for share, _ in shares for change in share.lost),
+        pairs_checked=sum(share.pairs_checked for share, _ in shares),
+        questions=sum(share.questions for share, _ in shares),
+        method=shares[0][0].method if shares else "",
+    )
+    return found, seen
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while millions of facts are built.
+
+    The facts hold no cycles; each collection would walk all of them again, which
+    costs a third of the time on a national store.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def compare(before: Engine, after: Engine, population: Population, alter: Alter | None = None) -> Impact:
+    """Compare the rights ``allow`` gives under ``before`` and under ``after`` for every pair.
+
+    ``alter`` turns a company's facts into the facts after a data change (None: the
+    data stay as they are, only the policy changes).
+    """
+    found, seen = _compare(before, after, population, alter)
+    return replace(found, shapes=len(seen))
+
+
+def _compare(before: Engine, after: Engine, population: Population,
+             alter: Alter | None) -> tuple[Impact, set[Hashable]]:
+    grouping = _Grouping.choose(before, after)
+    old = new = _Side(before, grouping)
+    alike: frozenset[str] = frozenset()
+    if after is not before:
+        if grouping.by_right:
+            both = set(before.rights) & set(after.rights)
+            alike = policy_reading.rights_answered_alike(before.sources, after.sources, both)
+        new = _Side(after, grouping, twin=old, alike=alike)
+    known: dict[Hashable, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    gained: list[Change] = []
+    lost: list[Change] = []
+    checked = 0
+    key_of = grouping.key
+    for user, company in population.pairs():
+        checked += 1
+        if alter is None:
+            key = key_of(user, company)
+            found = known.get(key) if key is not None else None
+            if found is None:
+                facts = reaching(company, user)
+                found = _difference(old.held(user, facts, key), new.held(user, facts, key))
+                if key is not None:
+                    known[key] = found
+        else:
+            changed = alter(company)
+            found = _difference(old.held(user, reaching(company, user), key_of(user, company)),
+                                new.held(user, reaching(changed, user), key_of(user, changed)))
+        for right in found[0]:
+            gained.append(Change(user.email, right, company.siret))
+        for right in found[1]:
+            lost.append(Change(user.email, right, company.siret))
+    method = grouping.describe()
+    if alike:
+        method += f"; asked once for both policies: {', '.join(sorted(alike))} (the same rules decide them)"
+    report = Impact(
+        tuple(gained), tuple(lost), checked,
+        questions=old.questions + (new.questions if new is not old else 0),
+        method=method,
+    )
+    return report, set(known) if alter is None else old.seen()
+
+
+def _difference(before: frozenset[str], after: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(gained, lost) rights, each in order."""
+    return tuple(sorted(after - before)), tuple(sorted(before - after))
+
+
+@dataclass(frozen=True)
+class _Grouping:
+    """How pairs are grouped: by which shape, and whether right by right."""
+
+    by_equality: bool
+    by_right: bool
+    every_pair: bool
+    why_not_coarser: tuple[str, ...]
+
+    @classmethod
+    def choose(cls, before: Engine, after: Engine) -> _Grouping:
+        if not (before.memoizable and after.memoizable):
+            problems = [*before.opacity_problems, *after.opacity_problems]
+            return cls(False, False, True, tuple(problems))
+        readings = [policy_reading.coarsening(before.sources), policy_reading.coarsening(after.sources)]
+        reasons = tuple(dict.fromkeys(reason for reading in readings for reason in reading.reasons))
+        return cls(
+            all(r.identifiers_by_equality for r in readings),
+            all(r.one_right_at_a_time for r in readings),
+            False,
+            reasons,
+        )
+
+    @property
+    def key(self) -> Callable[[model.User, model.Company], Hashable | None]:
+        """The group of a pair, from the user and all the company's links (None: no group)."""
+        if self.every_pair:
+            return lambda user, company: None
+        if self.by_equality:
+            return impact_shapes.shape
+        return lambda user, company: shapes.canonical(user, reaching(company, user))
+
+    def describe(self) -> str:
+        if self.every_pair:
+            how = "every pair asked on its own (slow): a policy could see through shapes"
+        elif self.by_right:
+            return "one question per shape and right (identifiers by equality, scopes by the right asked)"
+        elif self.by_equality:
+            how = "one question per shape (identifiers by equality), every right"
+        else:
+            how = "one question per shape (identifiers in order), every right"
+        reasons = "; ".join(self.why_not_coarser)
+        return f"{how}; not coarser because the policy {reasons}" if reasons else how
+
+
+class _Side:
+    """One policy's answers, remembered per group of pairs.
+
+    For the rights in ``alike``, the answers are those of the ``twin`` side (the
+    other policy), which the reading of the two texts found decided by the same rules.
+    """
+
+    def __init__(self, engine: Engine, grouping: _Grouping, twin: _Side | None = None,
+                 alike: frozenset[str] = frozenset()):
+        self.engine = engine
+        self.grouping = grouping
+        self.rights = engine.rights
+        self.twin = twin
+        self.alike = alike if twin is not None else frozenset()
+        self.questions = 0
+        self._held: dict[Hashable, frozenset[str]] = {}
+        self._by_right: dict[tuple, bool] = {}
+
+    def seen(self) -> set[Hashable]:
+        """The groups of pairs this side was asked about."""
+        return set(self._held)
+
+    def held(self, user: model.User, company: model.Company, key: Hashable | None) -> frozenset[str]:
+        """The rights ``allow`` gives ``user`` on ``company`` (``key``: the pair's group)."""
+        if key is None:
+            return self._ask(user, company, self.rights)
+        found = self._held.get(key)
+        if found is None:
+            if self.grouping.by_right:
+                assert isinstance(key, tuple)
+                skeleton, scopes = key[0], key[1]
+                found = frozenset(
+                    right for right in self.rights
+                    if self.holds(right, (right, skeleton, tuple([right in scope for scope in scopes])), user, company)
+                )
+            else:
+                found = self._ask(user, company, self.rights)
+            self._held[key] = found
+        return found
+
+    def holds(self, right: str, question: tuple, user: model.User, company: model.Company) -> bool:
+        """Whether ``allow`` gives ``right``, for every pair that asks the same ``question``."""
+        if right in self.alike and self.twin is not None:
+            return self.twin.holds(right, question, user, company)
+        answer = self._by_right.get(question)
+        if answer is None:
+            answer = self._by_right[question] = bool(self._ask(user, company, (right,)))
+        return answer
+
+    def _ask(self, user: model.User, company: model.Company, rights: tuple[str, ...]) -> frozenset[str]:
+        self.questions += len(rights)
+        return frozenset(right for right in rights if self.engine.allows(user, right, company))
