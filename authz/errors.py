@@ -44,6 +44,12 @@ class Gone(AuthzError):
     code = "gone"
 
 
+class Busy(AuthzError):
+    """Too much of a costly operation is under way; the same call may succeed later."""
+
+    code = "busy"
+
+
 class PolicyError(AuthzError):
     """The policy could not be loaded or evaluated; decisions fail closed."""
 

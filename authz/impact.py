@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from authz import impact_parallel, impact_shapes, model, pairs, policy_reading, shapes
 from authz.engine import Engine
@@ -61,6 +61,25 @@ class Impact:
         gained = Counter(change.right for change in self.gained)
         lost = Counter(change.right for change in self.lost)
         return {right: (gained[right], lost[right]) for right in sorted(gained.keys() | lost.keys())}
+
+
+# A report over a national store can list hundreds of thousands of changes: the lists
+# stop here (in order: company, then person, then right); the counts are always complete.
+LISTED_AT_MOST = 10_000
+
+
+def document(found: Impact, listed_at_most: int = LISTED_AT_MOST) -> dict:
+    """The report as JSON-ready data: counts per right, and the first changes of each list."""
+    return {
+        "counts": {"gained": len(found.gained), "lost": len(found.lost), "pairs_checked": found.pairs_checked,
+                   "shapes": found.shapes, "questions": found.questions},
+        "by_right": {right: {"gained": gained, "lost": lost} for right, (gained, lost) in found.by_right().items()},
+        "gained": [asdict(change) for change in found.gained[:listed_at_most]],
+        "lost": [asdict(change) for change in found.lost[:listed_at_most]],
+        "truncated": len(found.gained) > listed_at_most or len(found.lost) > listed_at_most,
+        "seconds": round(found.seconds, 3),
+        "method": found.method,
+    }
 
 
 def measure(db: Database, before: Engine, after: Engine, now: float, alter: Alter | None = None,

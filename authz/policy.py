@@ -22,6 +22,7 @@ from authz.audit import Context
 from authz.engine import Engine, LoadedPolicy, PolicyRejected, Problem, policy_version, read_policy
 from authz.errors import InvalidInput, NotFound, StoreUnavailable
 from authz.impact import Alter, Impact
+from authz.impact_jobs import ImpactJob, ImpactJobs
 from authz.store import Database
 from authz.tables import utcnow
 
@@ -119,6 +120,7 @@ class PolicyAdmin:
         self.clock = clock
         self.run_tests = run_tests or _shipped_tests
         self.workers = workers
+        self.jobs = ImpactJobs(db, clock)
         self._lock = threading.Lock()
         self._fingerprint = _fingerprint(loaded.root)
 
@@ -189,6 +191,12 @@ class PolicyAdmin:
         _check_draft_shape(sources)
         draft = Engine(sources)
         return self._compare(self.loaded(), draft)
+
+    def start_impact_of_draft(self, sources: dict[str, str], requested_by: str | None,
+                              listed_at_most: int = impact.LISTED_AT_MOST) -> ImpactJob:
+        """Check the draft, then compute its impact in the background (``authz.impact_jobs``)."""
+        _check_draft_shape(sources)
+        return self.jobs.start(self.loaded(), Engine(sources), requested_by, listed_at_most)
 
     def impact_of_delegation_change(self, delegation_id: str, scope: list[str] | None) -> Impact:
         """What narrowing a delegation to ``scope`` (None: revoking it) would take away."""

@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, bindparam, create_engine, event, insert, literal, select, union_all, update
+from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, literal, select, union_all, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -33,6 +33,7 @@ from authz.tables import (
     delegations,
     firms,
     grants,
+    impact_reports,
     metadata,
     policy_events,
     policy_snapshots,
@@ -555,6 +556,28 @@ class Tx:
         except IntegrityError:
             return False
         return True
+
+    # ---- impact reports (authz.impact_jobs) -------------------------------------------
+
+    def insert_impact_report(self, values: dict) -> None:
+        self.conn.execute(insert(impact_reports).values(**values))
+
+    def impact_report(self, report_id: str) -> dict | None:
+        row = self.conn.execute(select(impact_reports).where(impact_reports.c.id == report_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def update_impact_report(self, report_id: str, **values) -> None:
+        self.conn.execute(update(impact_reports).where(impact_reports.c.id == report_id).values(**values))
+
+    def impact_reports_running(self, alive_since: datetime) -> int:
+        """How many reports are running with a heartbeat at or after ``alive_since``."""
+        return self.conn.execute(
+            select(func.count()).select_from(impact_reports)
+            .where(impact_reports.c.status == "running", impact_reports.c.heartbeat_at >= alive_since)
+        ).scalar() or 0
+
+    def purge_impact_reports(self, started_before: datetime) -> None:
+        self.conn.execute(sql_delete(impact_reports).where(impact_reports.c.started_at < started_before))
 
     # ---- audit --------------------------------------------------------------------------
 

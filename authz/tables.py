@@ -216,6 +216,29 @@ policy_snapshots = Table(
 )
 
 
+# Impact reports computed in the background (``authz.impact_jobs``): a national store takes
+# a minute, longer than a request may last. Kept here, any process can answer the polls.
+impact_reports = Table(
+    "impact_reports",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),  # running, done, failed
+    Column("requested_by", String(320)),
+    Column("as_of", UTCDateTime, nullable=False),  # the instant the facts are read at
+    Column("started_at", UTCDateTime, nullable=False),  # wall clock, like heartbeat_at
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("policy_version", String(16), nullable=False),
+    Column("draft_version", String(16), nullable=False),
+    Column("sources", JSON, nullable=False),  # {"running": {...}, "draft": {...}}
+    Column("listed_at_most", Integer, nullable=False),
+    Column("report", JSON),
+    Column("error", Text),
+    Index("ix_impact_reports_started_at", "started_at"),  # purge of old reports
+    Index("ix_impact_reports_status", "status"),  # how many are running
+)
+
+
 # A counter bumped in the transaction of every change (with its audit record): a
 # process may keep answers only while the counter it saw is still the current one.
 data_version = Table(

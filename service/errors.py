@@ -19,6 +19,7 @@ STATUS = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.Gone: 410,
+    errors.Busy: 429,
     PolicyRejected: 422,
     errors.PolicyError: 503,
     errors.StoreUnavailable: 503,
@@ -61,7 +62,8 @@ def register(app: Flask) -> None:
         if status >= 500:
             log.error("service unavailable: %s", exc, exc_info=exc.__cause__ is not None)
             return envelope(status, exc.code, exc.message, headers={"Retry-After": "1"})
-        return envelope(status, exc.code, exc.message, exc.details)
+        retry = {"Retry-After": "10"} if status == 429 else None
+        return envelope(status, exc.code, exc.message, exc.details, retry)
 
     @app.errorhandler(ValidationError)
     def _invalid(exc: ValidationError):

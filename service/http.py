@@ -167,13 +167,19 @@ def context(user_required: bool = True) -> Context:
 
 def api_doc(summary: str, *, body: type[Schema] | None = None, response: type[Schema] | None = None,
             status: int = 200, errors: tuple[int, ...] = (), query: type[Schema] | None = None,
-            acting_user: bool = False) -> Callable:
-    """Attach OpenAPI facts to a view; ``service/openapi.py`` reads them."""
+            acting_user: bool = False, headers: dict[str, str] | None = None,
+            also: dict[int, tuple[str, type[Schema]]] | None = None) -> Callable:
+    """Attach OpenAPI facts to a view; ``service/openapi.py`` reads them.
+
+    ``headers``: optional request headers and what they do; ``also``: other success
+    statuses, with their description and body.
+    """
 
     def decorate(view: Callable) -> Callable:
         view.api_doc = {  # type: ignore[attr-defined]
             "summary": summary, "body": body, "response": response, "status": status,
             "errors": errors, "query": query, "acting_user": acting_user,
+            "headers": headers or {}, "also": also or {},
         }
         return view
 

@@ -22,7 +22,7 @@ ERROR_TEXT = {
     413: "Body too large",
     415: "Body is not JSON",
     422: "Policy draft refused (errors with file, line, column)",
-    429: "Too many wrong keys or activation links from this address (see Retry-After)",
+    429: "Too many wrong keys or activation links from this address, or too many reports under way (see Retry-After)",
     503: "Database or policy unavailable; nothing was decided or changed",
 }
 
@@ -64,11 +64,16 @@ def _operation(rule, view, doc: dict) -> dict:
         operation["parameters"].append({"in": "query", "schema": doc["query"]})
     operation["parameters"].append({"name": "X-Request-ID", "in": "header", "required": False,
                                     "schema": {"type": "string"}})
+    for name, description in doc["headers"].items():
+        operation["parameters"].append({"name": name, "in": "header", "required": False,
+                                        "description": description, "schema": {"type": "string"}})
     if doc["body"]:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": doc["body"]}}}
     responses: dict[str, dict[str, Any]] = {str(doc["status"]): {"description": "Success"}}
     if doc["response"]:
         responses[str(doc["status"])]["content"] = {"application/json": {"schema": doc["response"]}}
+    for status, (description, schema) in doc["also"].items():
+        responses[str(status)] = {"description": description, "content": {"application/json": {"schema": schema}}}
     errors = set(doc["errors"])
     if doc["body"]:
         errors |= {413, 415}

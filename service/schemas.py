@@ -433,16 +433,42 @@ class ChangeSchema(Schema):
     company = fields.String(dump_only=True)
 
 
-class ImpactCountsSchema(Schema):
+class RightCountsSchema(Schema):
     gained = fields.Integer(dump_only=True)
     lost = fields.Integer(dump_only=True)
+
+
+class ImpactCountsSchema(RightCountsSchema):
     pairs_checked = fields.Integer(dump_only=True)
+    shapes = fields.Integer(dump_only=True, metadata={"description": "groups of pairs with the same facts"})
+    questions = fields.Integer(dump_only=True, metadata={"description": "allow queries asked of the policies"})
 
 
 class ImpactSchema(Schema):
+    """A report: complete counts, and the first changes of each list (``truncated``: more exist)."""
+
     counts = fields.Nested(ImpactCountsSchema, dump_only=True)
+    by_right = fields.Dict(keys=fields.String(), values=fields.Nested(RightCountsSchema), dump_only=True)
     gained = fields.List(fields.Nested(ChangeSchema), dump_only=True)
     lost = fields.List(fields.Nested(ChangeSchema), dump_only=True)
+    truncated = fields.Boolean(dump_only=True)
+    seconds = fields.Float(dump_only=True)
+    method = fields.String(dump_only=True, metadata={"description": "how pairs were grouped, and why not coarser"})
+
+
+class ImpactReportSchema(ImpactSchema):
+    """An impact report of a draft: while ``running``, only who asked what and when."""
+
+    id = fields.String(dump_only=True)
+    status = fields.String(dump_only=True, metadata={"enum": ["running", "done", "failed"]})
+    href = fields.String(dump_only=True)
+    requested_by = fields.String(dump_only=True, allow_none=True)
+    as_of = fields.DateTime(dump_only=True, metadata={"description": "the instant the rights are compared at"})
+    started_at = fields.DateTime(dump_only=True)
+    finished_at = fields.DateTime(dump_only=True, allow_none=True)
+    policy_version = fields.String(dump_only=True)
+    draft_version = fields.String(dump_only=True)
+    error = fields.String(dump_only=True, allow_none=True)
 
 
 class DelegationImpactRequestSchema(Strict):

@@ -125,6 +125,15 @@ def test_deploying_the_guide_example_to_a_running_service_fails_no_request(workd
             thread.start()
 
         apply_guide_edits(workdir / "draft")
+        # The impact over HTTP, as the guide shows it: 202, then the report at its address.
+        started = api.post("/v1/policy/impact", {"files": draft_files(workdir / "draft")},
+                           headers={"Prefer": "respond-async"})
+        assert started.status == 202, started.body
+        report = poll_report(api, started.headers["location"])
+        assert report["status"] == "done", report
+        assert {"user": ALICE, "right": "formation", "company": DUPONT} in report["gained"]
+        assert report["counts"]["lost"] == 0
+
         shutil.copytree(workdir / "draft", live, dirs_exist_ok=True)  # the guide's `cp -r draft/. live/`
         new = wait_for_every_worker(api, lambda version: version != old)
         assert api.decide(ALICE, "formation", DUPONT) is True
@@ -150,6 +159,22 @@ def test_deploying_the_guide_example_to_a_running_service_fails_no_request(workd
     assert [(r.details["old_version"], r.details["new_version"]) for r in accepted] == [(old, new)]
     refused = {r.actor for r in records if r.action == "policy.reload_refused"}
     assert {"key:policy-admin", "key:file-watch"} <= refused
+
+
+def draft_files(draft: Path) -> dict[str, str]:
+    files = {"policies.polar": (draft / "policies.polar").read_text()}
+    files |= {f"policies/{path.name}": path.read_text() for path in sorted((draft / "policies").glob("*.polar"))}
+    return files
+
+
+def poll_report(api: Api, href: str, seconds: float = 60) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        reply = api.get(href)
+        assert reply.status in (200, 202), reply.body
+        if reply.body["status"] != "running" or time.monotonic() > deadline:
+            return reply.body
+        time.sleep(0.2)
 
 
 def reload_records(url: str):

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from authz.impact_jobs import ABANDONED_AFTER, RUNNING_AT_MOST
 from service.app import create_app
+from service.policy_admin import WAIT_SECONDS, _wait_preferred
 from tests.http.conftest import FIRM_SCOPE, Api, CheckedClient, assert_error
 from tests.support import ADMIN, CABINET, COLLAB, DUPONT, MANAGER, ROOT
 
@@ -170,6 +175,93 @@ def test_impact_lists_stop_at_their_bound_while_the_counts_stay_complete(api: Ap
 
 def test_impact_of_an_invalid_draft_is_422(api: Api):
     assert_error(api.post("/v1/policy/impact", key="admin", json={"files": {"policies.polar": "allow("}}), 422)
+
+
+def _drops_compte() -> dict[str, str]:
+    files = shipped_files()
+    files["policies.polar"] = files["policies.polar"].replace('delegable("compte");\n', "")
+    return files
+
+
+def _poll(api: Api, href: str, seconds: float = 60) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        response = api.get(href, key="admin")
+        assert response.status_code in (200, 202)
+        body = response.get_json()
+        if body["status"] != "running" or time.monotonic() > deadline:
+            return body
+        time.sleep(0.2)
+
+
+def test_an_impact_report_asked_asynchronously_is_answered_202_then_polled(api: Api, story, app):
+    expected = app.extensions["authz"].policy_admin.impact_of_draft(_drops_compte())
+
+    started = api.post("/v1/policy/impact", key="admin", json={"files": _drops_compte()},
+                       headers={"Prefer": "respond-async"})
+
+    assert started.status_code == 202
+    assert started.headers["Location"] == started.get_json()["href"]
+    assert int(started.headers["Retry-After"]) > 0
+    assert started.get_json()["status"] == "running" and "counts" not in started.get_json()
+    done = _poll(api, started.headers["Location"])
+    assert done["status"] == "done" and done["error"] is None
+    assert done["lost"] == [asdict(change) for change in expected.lost]
+    assert done["counts"]["lost"] == len(expected.lost) == 2 and done["by_right"] == {"compte": {"gained": 0, "lost": 2}}
+    assert done["requested_by"] == "test-admin" and done["truncated"] is False
+    assert done["policy_version"] == api.get("/v1/policy", key="admin").get_json()["version"]
+    assert done["draft_version"] != done["policy_version"]
+
+
+def test_an_impact_report_that_fails_is_answered_failed_with_its_error(api: Api, story):
+    files = shipped_files()
+    # Valid Polar that breaks when asked: the attribute does not exist on a user.
+    files["policies.polar"] += '\nallow(user: User, "compte", _company: Company) if user.no_such_attribute = 1;\n'
+
+    body = _poll(api, api.post("/v1/policy/impact", key="admin", json={"files": files}).get_json()["href"])
+
+    assert body["status"] == "failed" and body["error"]
+    assert "counts" not in body
+
+
+def test_an_impact_report_whose_process_stopped_is_answered_failed(api: Api, app, db):
+    jobs = app.extensions["authz"].policy_admin.jobs
+    jobs.launch = lambda job_id: None  # the process never starts, as if killed at once
+    started = api.post("/v1/policy/impact", key="admin", json={"files": shipped_files()},
+                       headers={"Prefer": "respond-async"}).get_json()
+    assert api.get(started["href"], key="admin").status_code == 202
+
+    with db.transaction() as tx:
+        tx.update_impact_report(started["id"], heartbeat_at=datetime.now(UTC) - ABANDONED_AFTER - timedelta(seconds=1))
+
+    body = api.get(started["href"], key="admin").get_json()
+    assert body["status"] == "failed" and "stopped" in body["error"]
+
+
+def test_impact_reports_running_at_once_are_bounded(api: Api, app):
+    app.extensions["authz"].policy_admin.jobs.launch = lambda job_id: None  # they stay running
+    for _ in range(RUNNING_AT_MOST):
+        started = api.post("/v1/policy/impact", key="admin", json={"files": shipped_files()},
+                           headers={"Prefer": "wait=0"})
+        assert started.status_code == 202
+
+    refused = api.post("/v1/policy/impact", key="admin", json={"files": shipped_files()})
+
+    assert_error(refused, 429, code="busy")
+    assert int(refused.headers["Retry-After"]) > 0
+
+
+def test_an_unknown_impact_report_is_404(api: Api):
+    assert_error(api.get("/v1/policy/impact/nope", key="admin"), 404)
+    assert_error(api.get("/v1/policy/impact/nope", key="portal"), 403)
+
+
+@pytest.mark.parametrize(("prefer", "seconds"), [
+    ("", WAIT_SECONDS), ("respond-async", 0), ("respond-async, wait=10", 0), ("wait=3", 3),
+    ("wait=999999", WAIT_SECONDS), ("handling=lenient; wait=5", 5), ("nowait=5", WAIT_SECONDS),
+])
+def test_the_prefer_header_sets_how_long_a_report_is_waited_for(prefer, seconds):
+    assert _wait_preferred(prefer) == seconds
 
 
 def test_impact_of_narrowing_a_delegation_names_what_it_takes_away(api: Api, story):

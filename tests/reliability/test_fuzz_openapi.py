@@ -266,6 +266,7 @@ def _success_calls(world) -> list[tuple]:
         ("POST", "/v1/policy/validate", {}, None, None, {"files": policy_files}, 200),
         ("POST", "/v1/policy/validate", {}, None, None, {"files": {"policies.polar": "allow(x) if"}}, 200),
         ("POST", "/v1/policy/impact", {}, None, None, {"files": policy_files}, 200),
+        ("GET", "/v1/policy/impact/{report_id}", {"report_id": "{report}"}, None, None, None, 200),
         ("POST", "/v1/policy/reload", {}, None, None, None, 200),
     ]
 
@@ -299,6 +300,8 @@ def test_every_operation_answers_a_valid_request_with_its_documented_success(wor
                 ids["delegation"] = answer["id"]
             if path == "/v1/firms/{siret}/grants":
                 ids["grant"] = answer["id"]
+            if path == "/v1/policy/impact":
+                ids["report"] = answer["id"]
     missing = {op.label for op in operations(schema)} - covered
     report = findings.report()
     print("\n" + report)
