@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from authz.identifiers import normalize_email
 from service import schemas
 from service.errors import ApiError
-from service.http import api_doc, load, requires, seen_version, services
+from service.http import api_doc, json_body, load, requires, seen_version, services
 
 bp = Blueprint("authzen", __name__)
 
@@ -92,7 +92,7 @@ def _versioned(payload: dict, status: int = 200):
 @api_doc("Decide one access question", body=schemas.EvaluationRequestSchema,
          response=schemas.DecisionSchema, errors=(400, 401, 403))
 def evaluation():
-    body = load(schemas.EvaluationRequestSchema)
+    body = _load_item(json_body())
     return _versioned(_answers([_question(body["subject"], body["action"], body["resource"])])[0])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from functools import wraps
+from functools import cache, wraps
 
 from flask import current_app, g, request
 from marshmallow import Schema
@@ -72,7 +72,14 @@ def _unstorable_text(value, path: str = "") -> tuple[str, str] | None:
 
 def load(schema: type[Schema], data: dict | None = None) -> dict:
     """Validate ``data`` (the JSON body by default) against ``schema``."""
-    return schema().load(json_body() if data is None else data)
+    return _instance(schema).load(json_body() if data is None else data)
+
+
+@cache
+def _instance(schema: type[Schema]) -> Schema:
+    """One instance per schema class: building one costs more than loading with it, and
+    loading leaves the instance as it was."""
+    return schema()
 
 
 _LINK_ID = re.compile(r"[0-9a-f]{24}")
