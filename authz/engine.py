@@ -105,10 +105,16 @@ class PolicyRejected(PolicyError):
         self.problems = problems
 
 
+# The memo's bound, in facts held (see ``_weight``). A fact costs 0.5-0.7 KiB of a
+# worker's memory, so a full memo holds about 6 MiB; under the soak's traffic it fills
+# in about ten thousand requests, then stays at that size (RELIABILITY.md, Soak).
+MEMO_SIZE = 10_000
+
+
 class Engine:
     """A loaded policy. Build a new one to reload; never reload one in place."""
 
-    def __init__(self, sources: dict[str, str] | Path, memo_size: int = 50_000):
+    def __init__(self, sources: dict[str, str] | Path, memo_size: int = MEMO_SIZE):
         """Compile ``sources`` ({file name: Polar text}, or a folder to read) in one load.
 
         Warnings are refused like errors: oso only prints some traps on stdout (an
@@ -143,7 +149,7 @@ class Engine:
         self.memoizable = not self.opacity_problems
         # The memo keeps, per shape, the answer of each right asked; it is bounded by the
         # facts it holds (one per shape plus one per link), not by its entries: a
-        # company with a long history makes a big key.
+        # company with a long history makes a big key. See MEMO_SIZE for what it costs.
         self.memo_size = memo_size
         self._memo: OrderedDict[tuple[model.User, model.Company], dict[str, str | None]] = OrderedDict()
         self._memo_weight = 0

@@ -106,6 +106,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Base URL advertised in /.well-known/authzen-configuration (default: the request's).
         "AUTHZ_PUBLIC_URL": env.get("AUTHZ_PUBLIC_URL") or None,
         # Answers kept per worker, and for how long at most (an end date or a change ends them sooner).
+        # The size counts the facts held (one per answer plus one per link): about 0.7 KiB each,
+        # so a full cache holds about 35 MiB per worker at the default (RELIABILITY.md, Soak).
         "AUTHZ_DECISION_CACHE_SIZE": _int(env, "AUTHZ_DECISION_CACHE_SIZE", 50_000, minimum=0),
         "AUTHZ_DECISION_CACHE_SECONDS": _int(env, "AUTHZ_DECISION_CACHE_SECONDS", 300, minimum=1),
         # Proxies in front of the service (load balancers) whose X-Forwarded-For names the client.

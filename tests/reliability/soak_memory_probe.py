@@ -4,13 +4,16 @@
     .venv/bin/python -m tests.reliability.soak_memory_probe --seconds 180 --memo-size 0
 
 The soak's lanes (``soak_traffic``) drive ONE app built in this process (``create_app``
-served by werkzeug, threaded, on a fresh SQLite file), so the process's VmRSS can be
-read next to the in-memory structures that may hold it: the policy engine's memo of
+served by werkzeug on a fresh SQLite file, one request at a time as a gunicorn sync
+worker serves them), so the process's VmRSS can be read next to the in-memory
+structures that may hold it: the policy engine's memo of
 answers per shape of facts (``Engine._memo``, bounded by ``Engine.memo_size``) and the
 per-process answer cache. ``--memo-size N`` sets the engine's bound before the load
 (0: nothing is kept), to see how much of the growth the memo accounts for. The
 structures are read through private attributes, as a diagnostic may: a missing one
-prints as ``?``.
+prints as ``?``. ``--threaded`` serves each request on a new thread instead (werkzeug's
+threaded mode, which ``authz serve`` never uses): that adds growth of its own (glibc's
+per-thread arenas, probably; see RELIABILITY.md, Soak).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=4)
     parser.add_argument("--memo-size", type=int, default=None, help="the engine's memo bound (default: as built)")
     parser.add_argument("--every", type=float, default=15.0)
+    parser.add_argument("--threaded", action="store_true", help="a new thread per request (not as served)")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="authz-memory-probe-"))
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     services = app.extensions["authz"]
     if args.memo_size is not None:
         services.policy().memo_size = args.memo_size
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    httpd = make_server("127.0.0.1", 0, app, threaded=args.threaded)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_port}"
 
