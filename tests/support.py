@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from authz import migrate
 from authz.audit import Context
@@ -59,3 +65,21 @@ def small_store(folder: Path, seed: int, now: datetime) -> tuple[Database, objec
     migrate.upgrade(url)
     database = Database(url)
     return database, load_dataset(database, "small", seed=seed, now=now)
+
+
+@contextmanager
+def throwaway_postgres(server_url: str, prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database on ``server_url``'s PostgreSQL server, dropped afterwards."""
+    server = make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,13 +17,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import UniqueConstraint, create_engine, insert, inspect, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import UniqueConstraint, create_engine, insert, inspect, select
 
 from authz import migrate
 from authz.store import Database
 from authz.tables import audit_log, metadata, policy_events
-from tests.support import CABINET, DUPONT, MANAGER
+from tests.support import CABINET, DUPONT, MANAGER, throwaway_postgres
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -37,17 +35,8 @@ def database_url(request, tmp_path):
         return
     # The session fixture skips, with its reason, when AUTHZ_TEST_POSTGRES_URL is unset
     # or the server is unreachable; it is only used here to reach the server.
-    server = make_url(request.getfixturevalue("postgres_url"))
-    name = f"authz_migrations_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_postgres(request.getfixturevalue("postgres_url"), "authz_migrations") as url:
+        yield url
 
 
 # ---- helpers ---------------------------------------------------------------------------------

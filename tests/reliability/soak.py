@@ -48,7 +48,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,6 +62,7 @@ from sqlalchemy.pool import NullPool
 from tests.e2e.harness import Api, Cli, Server, environment
 from tests.reliability.soak_check import Sweep, merged, read_store, state_differences, sweep
 from tests.reliability.soak_traffic import READS, WRITES, Lane, Tally, now
+from tests.support import throwaway_postgres
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 LOG_PROBLEMS = re.compile(r'"level": "(ERROR|CRITICAL)"|\[(ERROR|CRITICAL)\]|Traceback|WORKER TIMEOUT')
@@ -96,19 +96,8 @@ def fresh_database(settings: Settings, workdir: Path) -> Iterator[str]:
     if settings.db == "sqlite":
         yield f"sqlite:///{workdir / 'soak.sqlite3'}"
         return
-    server = make_url(settings.postgres_url)
-    name = f"authz_soak_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield server.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with throwaway_postgres(settings.postgres_url, "authz_soak") as url:
+        yield url
 
 
 def connection_counter(settings: Settings, url: str) -> Callable[[], int] | None:
