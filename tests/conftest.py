@@ -6,11 +6,10 @@ created for the session and dropped at the end; tables are emptied between tests
 
 from __future__ import annotations
 
+import contextlib
 import os
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from authz.audit import Context
@@ -19,7 +18,7 @@ from authz.engine import Engine
 from authz.store import Database
 from authz.tables import data_version, metadata
 from authz.usecases import Management
-from tests.support import ROOT, Clock
+from tests.support import ROOT, Clock, throwaway_postgres
 
 POSTGRES_URL = os.environ.get("AUTHZ_TEST_POSTGRES_URL")
 POSTGRES_REQUIRED = os.environ.get("AUTHZ_TEST_POSTGRES_REQUIRED") == "1"
@@ -35,25 +34,19 @@ def postgres_url():
     """Create a throw-away PostgreSQL database for this run; drop it afterwards."""
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL tests need AUTHZ_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres)")
-    server = make_url(POSTGRES_URL)
-    name = f"authz_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    databases = contextlib.ExitStack()
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = databases.enter_context(throwaway_postgres(POSTGRES_URL, "authz_test"))
     except Exception as exc:
-        admin.dispose()
         if POSTGRES_REQUIRED:
             raise
-        pytest.skip(f"PostgreSQL at {server.render_as_string(hide_password=True)} is not reachable: {exc}")
-    url = server.set(database=name).render_as_string(hide_password=False)
-    database = Database(url)
-    database.create_schema()
-    database.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        server = make_url(POSTGRES_URL).render_as_string(hide_password=True)
+        pytest.skip(f"PostgreSQL at {server} is not reachable: {exc}")
+    with databases:
+        database = Database(url)
+        database.create_schema()
+        database.dispose()
+        yield url
 
 
 def _empty(database: Database) -> None:

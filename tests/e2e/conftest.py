@@ -7,28 +7,10 @@ On PostgreSQL each use gets its own database, created next to the session's
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from tests.e2e.harness import Cli, environment
-
-
-def _blank_postgres(session_url: str):
-    """Yield the URL of a new, empty PostgreSQL database on the session's server; drop it after."""
-    server = make_url(session_url)
-    name = f"authz_e2e_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield server.set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+from tests.support import throwaway_postgres
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -37,7 +19,8 @@ def blank_database_url(request, tmp_path_factory):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('e2e-sqlite') / 'authz.sqlite3'}"
     else:
-        yield from _blank_postgres(request.getfixturevalue("postgres_url"))
+        with throwaway_postgres(request.getfixturevalue("postgres_url"), "authz_e2e") as url:
+            yield url
 
 
 @pytest.fixture
