@@ -28,8 +28,9 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
-from authz import impact_parallel, impact_shapes, model, pairs, policy_reading, shapes
+from authz import census, impact_parallel, impact_shapes, model, pairs, policy_reading, shapes
 from authz.engine import Engine
 from authz.pairs import Population
 from authz.store import Database, reaching
@@ -83,14 +84,25 @@ def document(found: Impact, listed_at_most: int = LISTED_AT_MOST) -> dict:
 
 
 def measure(db: Database, before: Engine, after: Engine, now: float, alter: Alter | None = None,
-            companies: list[str] | None = None, workers: int = 1) -> Impact:
+            companies: list[str] | None = None, workers: int = 1, census_folder: Path | None = None) -> Impact:
     """Load the pairs of every company (or of ``companies``) at instant ``now`` and compare.
 
-    ``workers`` > 1 splits a whole-store report over that many forked processes.
+    Given a ``census_folder``, a whole-store report over a policy change takes the
+    pairs from the census kept there (``authz.census``) when the two policies allow
+    shapes by equality; otherwise it reads the whole store, split over ``workers``
+    forked processes if more than one.
     """
     started = time.perf_counter()
+    seen: set
     with _collector_paused():
-        if companies is None and workers > 1 and impact_parallel.available():
+        taken = None
+        if census_folder is not None and companies is None and alter is None \
+                and _Grouping.choose(before, after).by_equality:
+            taken = census.current(db, now, census_folder)
+        if taken is not None:
+            assert census_folder is not None
+            found, seen = compare_census(before, after, *taken, census_folder)
+        elif companies is None and workers > 1 and impact_parallel.available():
             with db.transaction(write=False) as tx:
                 bounds = pairs.shares(tx, workers)
 
@@ -150,8 +162,8 @@ def compare(before: Engine, after: Engine, population: Population, alter: Alter 
     return replace(found, shapes=len(seen))
 
 
-def _compare(before: Engine, after: Engine, population: Population,
-             alter: Alter | None) -> tuple[Impact, set[Hashable]]:
+def _sides(before: Engine, after: Engine) -> tuple[_Side, _Side, str]:
+    """The two policies' sides of a comparison, and how pairs are grouped."""
     grouping = _Grouping.choose(before, after)
     old = new = _Side(before, grouping)
     alike: frozenset[str] = frozenset()
@@ -160,11 +172,24 @@ def _compare(before: Engine, after: Engine, population: Population,
             both = set(before.rights) & set(after.rights)
             alike = policy_reading.rights_answered_alike(before.sources, after.sources, both)
         new = _Side(after, grouping, twin=old, alike=alike)
+    method = grouping.describe()
+    if alike:
+        method += f"; asked once for both policies: {', '.join(sorted(alike))} (the same rules decide them)"
+    return old, new, method
+
+
+def _questions(old: _Side, new: _Side) -> int:
+    return old.questions + (new.questions if new is not old else 0)
+
+
+def _compare(before: Engine, after: Engine, population: Population,
+             alter: Alter | None) -> tuple[Impact, set[Hashable]]:
+    old, new, method = _sides(before, after)
+    key_of = old.grouping.key
     known: dict[Hashable, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     gained: list[Change] = []
     lost: list[Change] = []
     checked = 0
-    key_of = grouping.key
     for user, company in population.pairs():
         checked += 1
         if alter is None:
@@ -183,15 +208,48 @@ def _compare(before: Engine, after: Engine, population: Population,
             gained.append(Change(user.email, right, company.siret))
         for right in found[1]:
             lost.append(Change(user.email, right, company.siret))
-    method = grouping.describe()
-    if alike:
-        method += f"; asked once for both policies: {', '.join(sorted(alike))} (the same rules decide them)"
-    report = Impact(
-        tuple(gained), tuple(lost), checked,
-        questions=old.questions + (new.questions if new is not old else 0),
-        method=method,
-    )
+    report = Impact(tuple(gained), tuple(lost), checked, questions=_questions(old, new), method=method)
     return report, set(known) if alter is None else old.seen()
+
+
+def compare_census(before: Engine, after: Engine, taken: census.Census, how: str,
+                   place: Path) -> tuple[Impact, set]:
+    """``compare`` over the pairs of a census (``how``: how it was obtained), and the shapes seen.
+
+    Each shape is asked once, on its example pair. The running policy's answers are
+    kept between reports in folder ``place`` (``census.recall``): a series of drafts
+    against the same policy asks it each question once.
+    """
+    old, new, method = _sides(before, after)
+    recalled = census.recall(place, before.version) if old.grouping.by_right else {}
+    old.recall(recalled)
+    companies = taken.companies
+    differences: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for number in sorted(set().union(*(numbers for _, numbers in companies.values()))):
+        user, facts = taken.examples[number]
+        key = taken.shapes[number]
+        differences[number] = _difference(old.held(user, facts, key), new.held(user, facts, key))
+    changing = {number for number, (more, fewer) in differences.items() if more or fewer}
+    gained: list[Change] = []
+    lost: list[Change] = []
+    checked = 0
+    for siret in sorted(companies):
+        emails, numbers = companies[siret]
+        checked += len(emails)
+        if changing.isdisjoint(numbers):
+            continue
+        for email, number in zip(emails, numbers, strict=True):
+            if number in changing:
+                more, fewer = differences[number]
+                gained.extend([Change(email, right, siret) for right in more])
+                lost.extend([Change(email, right, siret) for right in fewer])
+    if old.grouping.by_right and len(old.answers()) > len(recalled):
+        census.remember(place, before.version, old.answers())
+    if recalled:
+        how += f"; {len(recalled):,} answers of the running policy recalled from earlier reports"
+    report = Impact(tuple(gained), tuple(lost), checked, questions=_questions(old, new),
+                    method=f"{method}; {how}")
+    return report, set(differences)
 
 
 def _difference(before: frozenset[str], after: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -266,6 +324,14 @@ class _Side:
         """The groups of pairs this side was asked about."""
         return set(self._held)
 
+    def answers(self) -> dict[tuple, bool]:
+        """The answers to questions right by right, for ``recall`` in a later comparison."""
+        return self._by_right
+
+    def recall(self, answers: dict[tuple, bool]) -> None:
+        """Take the answers this policy gave earlier (questions right by right, shapes by equality)."""
+        self._by_right.update(answers)
+
     def held(self, user: model.User, company: model.Company, key: Hashable | None) -> frozenset[str]:
         """The rights ``allow`` gives ``user`` on ``company`` (``key``: the pair's group)."""
         if key is None:
@@ -275,8 +341,13 @@ class _Side:
             if self.grouping.by_right:
                 assert isinstance(key, tuple)
                 skeleton, scopes = key[0], key[1]
-                found = frozenset(
-                    right for right in self.rights
+                rights = self.rights
+                alike: frozenset[str] = frozenset()
+                if self.alike and self.twin is not None:  # the twin's answers on the same shape
+                    alike = self.alike & self.twin.held(user, company, key)
+                    rights = tuple([right for right in rights if right not in self.alike])
+                found = alike | frozenset(
+                    right for right in rights
                     if self.holds(right, (right, skeleton, tuple([right in scope for scope in scopes])), user, company)
                 )
             else:

@@ -21,8 +21,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from authz import impact
+from authz import census, impact
 from authz.engine import Engine
 from authz.errors import AuthzError, Busy, NotFound
 from authz.store import Database
@@ -60,11 +61,14 @@ Launch = Callable[[str], None]
 class ImpactJobs:
     """Start impact reports of drafts in the background, and read them back."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow, launch: Launch | None = None):
-        """``clock`` gives the instant the facts are read at; ``launch`` starts the computation of a report."""
+    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow, launch: Launch | None = None,
+                 census_folder: Path | None = None):
+        """``clock`` gives the instant the facts are read at; ``launch`` starts the computation of a report;
+        ``census_folder``: where reports keep the store's census (``authz.census``; None: none)."""
         self.db = db
         self.clock = clock
         self.launch = launch or self._subprocess
+        self.census_folder = census_folder
 
     def start(self, running: Engine, draft: Engine, requested_by: str | None,
               listed_at_most: int = impact.LISTED_AT_MOST) -> ImpactJob:
@@ -118,7 +122,8 @@ class ImpactJobs:
         url = self.db.engine.url.render_as_string(hide_password=False)
         process = subprocess.Popen(  # our own interpreter and module, no shell
             [sys.executable, "-m", "authz.impact_jobs", job_id],
-            env={**os.environ, URL_VARIABLE: url},
+            env={**os.environ, URL_VARIABLE: url,
+                 census.FOLDER_VARIABLE: "off" if self.census_folder is None else str(self.census_folder)},
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a worker recycled meanwhile does not take the report with it
         )
@@ -138,7 +143,8 @@ def compute(db: Database, job_id: str) -> None:
     report, error = None, None
     try:
         sources = row["sources"]
-        found = impact.measure(db, Engine(sources["running"]), Engine(sources["draft"]), row["as_of"].timestamp())
+        found = impact.measure(db, Engine(sources["running"]), Engine(sources["draft"]), row["as_of"].timestamp(),
+                               census_folder=census.folder())
         report = impact.document(found, row["listed_at_most"])
         log.info("impact report %s: %d pairs, %d questions in %.1fs", job_id, found.pairs_checked,
                  found.questions, found.seconds)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
-from authz import audit, impact, model
+from authz import audit, census, impact, model
 from authz.audit import Context
 from authz.engine import Engine, LoadedPolicy, PolicyRejected, Problem, policy_version, read_policy
 from authz.errors import InvalidInput, NotFound, StoreUnavailable
@@ -113,14 +114,20 @@ class PolicyAdmin:
         clock: Callable[[], datetime] = utcnow,
         run_tests: Callable[[Engine, Path], list[Problem]] | None = None,
         workers: int = 1,
+        census_folder: Path | Literal["from the environment"] | None = "from the environment",
     ):
-        """``workers``: processes an impact report over the whole store may fork (1: none)."""
+        """``workers``: processes an impact report over the whole store may fork (1: none).
+
+        ``census_folder``: where impact reports keep the census of the store's pairs
+        between them (``authz.census``; None: no census, every report reads the whole store).
+        """
         self.db = db
         self.loaded = loaded
         self.clock = clock
         self.run_tests = run_tests or _shipped_tests
         self.workers = workers
-        self.jobs = ImpactJobs(db, clock)
+        self.census_folder = census.folder() if census_folder == "from the environment" else census_folder
+        self.jobs = ImpactJobs(db, clock, census_folder=self.census_folder)
         self._lock = threading.Lock()
         self._fingerprint = _fingerprint(loaded.root)
 
@@ -223,7 +230,8 @@ class PolicyAdmin:
     def _compare(self, before: Engine, after: Engine, alter: Alter | None = None,
                  companies: list[str] | None = None) -> Impact:
         """Compare over every company of the store, or over ``companies``."""
-        found = impact.measure(self.db, before, after, self.clock().timestamp(), alter, companies, self.workers)
+        found = impact.measure(self.db, before, after, self.clock().timestamp(), alter, companies, self.workers,
+                               self.census_folder)
         log.info("impact: %d pairs, %d shapes, %d questions in %.1fs (%s)",
                  found.pairs_checked, found.shapes, found.questions, found.seconds, found.method)
         return found

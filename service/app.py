@@ -49,7 +49,7 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
         management=Management(db, policy, clock=clock, activation_ttl=app.config["AUTHZ_ACTIVATION_TTL"]),
         decisions=Decisions(db, policy, clock=clock, cache=AnswerCache(
             app.config["AUTHZ_DECISION_CACHE_SIZE"], app.config["AUTHZ_DECISION_CACHE_SECONDS"])),
-        policy_admin=PolicyAdmin(db, policy, clock=clock),
+        policy_admin=PolicyAdmin(db, policy, clock=clock, census_folder=app.config["AUTHZ_CACHE_DIR"]),
     )
 
     @app.before_request

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
+from authz import census
 from authz.store import DEFAULT_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +118,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "AUTHZ_GUESS_WINDOW_SECONDS": _int(env, "AUTHZ_GUESS_WINDOW_SECONDS", 60),
         # Level of the service's JSON log lines on stderr (one per request, at INFO).
         "AUTHZ_LOG_LEVEL": _level(env, "AUTHZ_LOG_LEVEL", "INFO"),
+        # Where impact reports keep the census of the store's pairs between them ("off": nowhere).
+        "AUTHZ_CACHE_DIR": census.folder(env),
         # Level of the one line per decision (DEBUG: quiet under the default AUTHZ_LOG_LEVEL).
         "AUTHZ_DECISION_LOG_LEVEL": _level(env, "AUTHZ_DECISION_LOG_LEVEL", "INFO"),
     }

@@ -24,6 +24,13 @@ POSTGRES_URL = os.environ.get("AUTHZ_TEST_POSTGRES_URL")
 POSTGRES_REQUIRED = os.environ.get("AUTHZ_TEST_POSTGRES_REQUIRED") == "1"
 
 
+@pytest.fixture(autouse=True)
+def census_folder(tmp_path, monkeypatch):
+    """Each test keeps its own impact census: one outlives its report on purpose (authz.census)."""
+    monkeypatch.setenv("AUTHZ_CACHE_DIR", str(tmp_path / "census"))
+    return tmp_path / "census"
+
+
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     return Engine(ROOT)

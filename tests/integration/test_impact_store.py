@@ -77,6 +77,22 @@ def test_a_report_shared_between_two_processes_equals_a_report_in_one(db, shippe
         alone.gained, alone.lost, alone.pairs_checked, alone.shapes)
 
 
+def test_a_report_from_the_census_equals_a_report_reading_the_whole_store(db, shipped, narrower, census_folder):
+    whole = impact.measure(db, shipped, narrower, NOW.timestamp())
+    built = impact.measure(db, shipped, narrower, NOW.timestamp(), census_folder=census_folder)
+    refreshed = impact.measure(db, shipped, narrower, NOW.timestamp() + 60, census_folder=census_folder)
+
+    assert "census" not in whole.method
+    assert built.method.endswith("census built from the whole store")
+    assert "census refreshed" in refreshed.method and "answers of the running policy recalled" in refreshed.method
+    for report in (built, refreshed):
+        assert (report.gained, report.lost, report.pairs_checked, report.shapes) == (
+            whole.gained, whole.lost, whole.pairs_checked, whole.shapes)
+    # The running policy's answers are asked once: the second report asks only the draft.
+    assert built.questions == whole.questions
+    assert 0 < refreshed.questions < whole.questions
+
+
 def test_the_report_equals_the_pair_by_pair_comparison_on_generated_data(db, shipped, narrower):
     with db.transaction(write=False) as tx:
         population = pairs.load_some(tx, tx.linked_companies()[:30], NOW.timestamp())

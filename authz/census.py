@@ -1,0 +1,335 @@
+"""Every (user, company) pair of the store by shape, kept between impact reports.
+
+An impact report needs the shape (``authz.impact_shapes``) of each of a national
+store's two million pairs. Computing them means reading the whole store and running
+Python on every pair: about a minute, whatever the draft. The shapes depend on the
+data, not on the draft, so the census keeps them in a file between reports and, at
+the next report, recomputes only the companies that may have changed since:
+
+* the companies, firms and people named by an audit record written since (every
+  change writes one in its own transaction): the company itself, the companies a
+  named person reaches (their memberships are part of every shape they are in),
+  and for a record that names a firm without a person, every client of the firm;
+* the companies with a link whose end date lies between the census's instant and
+  the report's (a shape keeps the order of end dates and ``now``, so it can only
+  change when ``now`` passes an end date of the pair's links).
+
+Audit ids are not committed in order (two transactions may commit out of sequence),
+so the audit records of the last ``REREAD_SECONDS`` are read again at each refresh
+and those already applied are skipped by id. A record that names nothing (a bulk
+load), a different database behind the same URL, other code, a file older than
+``MAX_AGE_SECONDS`` or an unreadable file: the census is built again from scratch.
+The tests compare a refreshed census with one built from scratch after random
+changes and time travel (``tests/property/test_census.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
+import time
+from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, text, union
+
+from authz import impact_shapes, model, pairs, store
+from authz.impact_shapes import Shape
+from authz.store import Database, Tx, reaching
+from authz.tables import audit_log, collaborators, delegations, firms, grants
+
+log = logging.getLogger(__name__)
+
+FOLDER_VARIABLE = "AUTHZ_CACHE_DIR"  # "off": no census, every report reads the whole store
+REREAD_SECONDS = 3600.0
+MAX_AGE_SECONDS = 86400.0
+ANSWERS_KEPT_SECONDS = 7 * 86400.0
+# The code whose output the census stores: another version of it means another census.
+_CODE = hashlib.sha256(b"".join(
+    Path(module.__file__).read_bytes() for module in (impact_shapes, pairs, store)  # type: ignore[arg-type]
+) + Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+@dataclass
+class Census:
+    """The pairs of every company that has any, each with the number of its shape."""
+
+    identity: tuple  # the database (and the code) the census was taken of
+    now: float  # the shapes are those at this instant (see the module docstring)
+    built: float  # when it was last built from scratch
+    reread_from: datetime  # audit records at or after this instant are read again
+    applied: set[int]  # ids of those already applied
+    landmark: tuple  # the data version and the last audit record: a store restored or emptied loses them
+    companies: dict[str, tuple[tuple[str, ...], array]] = field(default_factory=dict)
+    shapes: list[Shape] = field(default_factory=list)
+    examples: list[tuple[model.User, model.Company]] = field(default_factory=list)  # one pair per shape
+    _numbers: dict[Shape, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(len(emails) for emails, _ in self.companies.values())
+
+    def take(self, population: pairs.Population) -> None:
+        """Set the pairs of the companies of ``population`` (a company without people is dropped)."""
+        users = population.users
+        for siret, emails in population.people.items():
+            if not emails:
+                self.companies.pop(siret, None)
+                continue
+            company = population.companies[siret]
+            people = [users[email] for email in emails]
+            # The users' own e-mail strings: one object per person, which the file stores once.
+            self.companies[siret] = (
+                tuple([user.email for user in people]), array("i", [self._number(user, company) for user in people]))
+
+    def _number(self, user: model.User, company: model.Company) -> int:
+        key = impact_shapes.shape(user, company)
+        number = self._numbers.get(key)
+        if number is None:
+            number = self._numbers[key] = len(self.shapes)
+            self.shapes.append(key)
+            self.examples.append((user, reaching(company, user)))
+        return number
+
+    # The file holds the examples as plain tuples: pickling a slotted dataclass goes
+    # through Python code, three times slower than the whole rest of the census.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_numbers"]
+        state["examples"] = [_plain(user, company) for user, company in self.examples]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["examples"] = [_facts(*example) for example in state["examples"]]
+        self.__dict__.update(state)
+        self._numbers = {key: number for number, key in enumerate(self.shapes)}
+
+
+def _plain(user: model.User, company: model.Company) -> tuple:
+    return (
+        (user.email, user.now, user.admin_of, user.manages, user.collaborates),
+        (company.siret, tuple(_fields(d) for d in company.delegations),
+         tuple(_fields(g) for g in company.grants)),
+    )
+
+
+def _fields(link: model.Delegation | model.Grant) -> tuple:
+    return tuple(getattr(link, name) for name in link.__slots__)
+
+
+def _facts(user: tuple, company: tuple) -> tuple[model.User, model.Company]:
+    siret, delegations, grants = company
+    return model.User(*user), model.Company(
+        siret, tuple(model.Delegation(*d) for d in delegations), tuple(model.Grant(*g) for g in grants))
+
+
+def folder(env: Mapping[str, str] | None = None) -> Path | None:
+    """Where census files are kept, from ``AUTHZ_CACHE_DIR`` (None: nowhere, no census)."""
+    env = os.environ if env is None else env
+    raw = env.get(FOLDER_VARIABLE)
+    if raw == "off":
+        return None
+    if raw:
+        return Path(raw)
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "authz"
+
+
+def current(db: Database, now: float, place: Path) -> tuple[Census, str] | None:
+    """The census of ``db`` at ``now`` kept in folder ``place``, and how it was obtained.
+
+    Read from its file and refreshed, or built from scratch; the result is saved back.
+    None: the database has no lasting identity (SQLite in memory).
+    """
+    with db.transaction(write=False) as tx:
+        identity = _identity(db, tx)
+    if identity is None:
+        return None
+    # Named after the database alone: a census of other code replaces it, never sits beside it.
+    path = place / f"census-{hashlib.sha256(repr(identity[:-1]).encode()).hexdigest()[:24]}.pickle"
+    census = _read(path, identity)
+    if census is not None and time.time() - census.built <= MAX_AGE_SECONDS:
+        changed = refresh(db, census, now)
+        if changed is not None:
+            if changed:
+                _write(path, census)
+            return census, "census refreshed"
+    census = build(db, identity, now)
+    _write(path, census)
+    return census, "census built from the whole store"
+
+
+def build(db: Database, identity: tuple, now: float) -> Census:
+    """A census of every company, reading the whole store."""
+    with db.transaction(write=False) as tx:
+        # The mark is taken before the pairs are read: a change committed meanwhile is
+        # applied again at the next refresh, which is harmless.
+        reread_from, applied = _mark(tx, now)
+        landmark = _landmark(tx)
+        population = pairs.load_all(tx, now)
+    census = Census(identity, now, time.time(), reread_from, applied, landmark)
+    census.take(population)
+    return census
+
+
+def refresh(db: Database, census: Census, now: float) -> bool | None:
+    """Bring ``census`` to ``now`` and to the store's present state.
+
+    Returns whether any company was read again (None: the census must be built again).
+    Unchanged, the census's own marks stay as they were: still right, if older.
+    """
+    with db.transaction(write=False) as tx:
+        if not _still_there(tx, census.landmark):
+            return None
+        landmark = _landmark(tx)
+        records = tx.conn.execute(
+            select(audit_log.c.id, audit_log.c.at, audit_log.c.company_siret, audit_log.c.firm_siret,
+                   audit_log.c.subject_email)
+            .where(audit_log.c.at >= census.reread_from)
+        ).all()
+        fresh = [record for record in records if record.id not in census.applied]
+        if any(record.company_siret is None and record.firm_siret is None and record.subject_email is None
+               for record in fresh):
+            return None
+        changed = _changed_companies(tx, fresh, min(now, census.now), max(now, census.now))
+        if not changed:
+            return False
+        census.take(pairs.load_some(tx, sorted(changed), now))
+    census.now, census.landmark = now, landmark
+    census.reread_from = _reread_from(now)
+    census.applied = {record.id for record in records if record.at >= census.reread_from}
+    return True
+
+
+def _changed_companies(tx: Tx, records: list, earliest: float, latest: float) -> set[str]:
+    found: set[str] = {record.company_siret for record in records if record.company_siret}
+    people = {record.subject_email for record in records if record.subject_email}
+    whole_firms = {record.firm_siret for record in records
+                   if record.firm_siret and not record.subject_email and not record.company_siret}
+    if people:
+        for user in tx.users_facts(sorted(people), earliest).values():
+            found.update(tx.companies_reaching(user))
+    if whole_firms:
+        found.update(_clients_and_their_people(tx, whole_firms, earliest))
+    # A second either side: end dates and instants are rounded differently in the store.
+    lo, hi = (datetime.fromtimestamp(moment, UTC) for moment in (earliest - 1.0, latest + 1.0))
+    ending = union(
+        select(delegations.c.company_siret).where(
+            delegations.c.firm_siret.is_not(None), delegations.c.ends_at >= lo, delegations.c.ends_at <= hi),
+        select(grants.c.company_siret).where(grants.c.ends_at >= lo, grants.c.ends_at <= hi),
+    )
+    found.update(row[0] for row in tx.conn.execute(ending))
+    return found
+
+
+def _clients_and_their_people(tx: Tx, sirets: Iterable[str], now: float) -> set[str]:
+    """The clients of ``sirets``, and every company their manager and collaborators reach."""
+    sirets = sorted(sirets)
+    found = {row[0] for row in tx.conn.execute(
+        select(delegations.c.company_siret).where(delegations.c.firm_siret.in_(sirets)).distinct())}
+    people = {row[0] for row in tx.conn.execute(
+        select(firms.c.manager_email).where(firms.c.siret.in_(sirets))
+        .union(select(collaborators.c.user_email).where(collaborators.c.firm_siret.in_(sirets))))}
+    for user in tx.users_facts(sorted(people), now).values():
+        found.update(tx.companies_reaching(user))
+    return found
+
+
+def _reread_from(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC) - timedelta(seconds=REREAD_SECONDS)
+
+
+def _mark(tx: Tx, now: float) -> tuple[datetime, set[int]]:
+    """Where the next refresh starts reading the audit log, and the records it may skip."""
+    since = _reread_from(now)
+    return since, {row[0] for row in tx.conn.execute(select(audit_log.c.id).where(audit_log.c.at >= since))}
+
+
+def _landmark(tx: Tx) -> tuple:
+    last = tx.conn.execute(select(audit_log.c.id, audit_log.c.at).order_by(audit_log.c.id.desc()).limit(1)).first()
+    return tx.data_version(), None if last is None else (last.id, last.at)
+
+
+def _still_there(tx: Tx, landmark: tuple) -> bool:
+    """Whether the store still holds what it held at ``landmark``, and no less (else: rebuild)."""
+    version, last = landmark
+    now_version = tx.data_version()
+    if version is not None and (now_version is None or now_version < version):
+        return False
+    if last is None:
+        return True
+    found = tx.conn.execute(select(audit_log.c.at).where(audit_log.c.id == last[0])).scalar()
+    return found == last[1]
+
+
+def _identity(db: Database, tx: Tx) -> tuple | None:
+    """What tells this database from another behind the same URL (None: no lasting identity)."""
+    url = db.engine.url
+    if db.is_sqlite:
+        if not url.database or url.database == ":memory:":
+            return None
+        stat = os.stat(url.database)
+        where: tuple = ("sqlite", os.path.abspath(url.database), stat.st_dev, stat.st_ino)
+    else:
+        oid = tx.conn.execute(text("SELECT oid FROM pg_database WHERE datname = current_database()")).scalar()
+        where = (url.get_backend_name(), url.host, url.port, url.database, oid)
+    return (*where, _CODE)
+
+
+def _read(path: Path, identity: tuple) -> Census | None:
+    try:
+        with path.open("rb") as source:
+            census = pickle.load(source)
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - a damaged or outdated file is rebuilt, never trusted
+        log.warning("impact census %s unreadable: built again", path)
+        return None
+    return census if isinstance(census, Census) and census.identity == identity else None
+
+
+def recall(place: Path, version: str) -> dict[tuple, bool]:
+    """The answers policy ``version`` gave to impact questions in earlier reports (``remember``).
+
+    A question (a right, a shape's skeleton, whether each scope holds the right) has
+    the same answer under the same policy whatever the data, so they are kept apart
+    from any census, one file per policy version and version of the shapes' code.
+    """
+    try:
+        with _answers_file(place, version).open("rb") as source:
+            answers = pickle.load(source)
+    except FileNotFoundError:
+        return {}
+    except Exception:  # noqa: BLE001 - a damaged file only costs questions asked again
+        log.warning("impact answers of policy %s unreadable: asked again", version)
+        return {}
+    return answers if isinstance(answers, dict) else {}
+
+
+def remember(place: Path, version: str, answers: dict[tuple, bool]) -> None:
+    _write(_answers_file(place, version), answers)
+    for old in place.glob("answers-*.pickle"):  # of policies no report asked about for a week
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > ANSWERS_KEPT_SECONDS:
+                old.unlink()
+
+
+def _answers_file(place: Path, version: str) -> Path:
+    return place / f"answers-{hashlib.sha256(f'{version} {_CODE}'.encode()).hexdigest()[:24]}.pickle"
+
+
+def _write(path: Path, content: object) -> None:
+    """Replace the file at once, so that a concurrent reader sees the old or the new content."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".census-", delete=False) as target:
+            pickle.dump(content, target, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(target.name, path)
+    except OSError as exc:
+        log.warning("impact census file %s not saved (%s): the next report does more work", path.name, exc)
