@@ -138,7 +138,11 @@ def folder(env: Mapping[str, str] | None = None) -> Path | None:
         return None
     if raw:
         return Path(raw)
-    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "authz"
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "authz"
+    home = Path("~").expanduser()
+    # A user without a home (some containers) keeps no census unless given a folder.
+    return None if home == Path("~") else home / ".cache" / "authz"
 
 
 def current(db: Database, now: float, place: Path) -> tuple[Census, str] | None:
@@ -283,14 +287,7 @@ def _identity(db: Database, tx: Tx) -> tuple | None:
 
 
 def _read(path: Path, identity: tuple) -> Census | None:
-    try:
-        with path.open("rb") as source:
-            census = pickle.load(source)
-    except FileNotFoundError:
-        return None
-    except Exception:  # noqa: BLE001 - a damaged or outdated file is rebuilt, never trusted
-        log.warning("impact census %s unreadable: built again", path)
-        return None
+    census = _load(path)
     return census if isinstance(census, Census) and census.identity == identity else None
 
 
@@ -301,15 +298,24 @@ def recall(place: Path, version: str) -> dict[tuple, bool]:
     the same answer under the same policy whatever the data, so they are kept apart
     from any census, one file per policy version and version of the shapes' code.
     """
-    try:
-        with _answers_file(place, version).open("rb") as source:
-            answers = pickle.load(source)
-    except FileNotFoundError:
-        return {}
-    except Exception:  # noqa: BLE001 - a damaged file only costs questions asked again
-        log.warning("impact answers of policy %s unreadable: asked again", version)
-        return {}
+    answers = _load(_answers_file(place, version))
     return answers if isinstance(answers, dict) else {}
+
+
+def _load(path: Path) -> object | None:
+    """A file this process's user wrote and no one else could have (None: missing or not trusted)."""
+    try:
+        with path.open("rb") as source:
+            stat = os.fstat(source.fileno())
+            if stat.st_uid != os.getuid() or stat.st_mode & 0o022:
+                log.warning("impact census file %s is not this user's own: ignored", path)
+                return None
+            return pickle.load(source)
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - a damaged or outdated file costs work done again, never trust
+        log.warning("impact census file %s unreadable: its work is done again", path)
+        return None
 
 
 def remember(place: Path, version: str, answers: dict[tuple, bool]) -> None:

@@ -36,6 +36,7 @@ from sqlalchemy import column as sql_column
 from sqlalchemy import func, insert, select, text
 from sqlalchemy import table as sql_table
 
+from authz import audit
 from authz.identifiers import with_luhn_digit
 from authz.store import Database
 from authz.tables import (
@@ -46,6 +47,7 @@ from authz.tables import (
     firms,
     grants,
     users,
+    utcnow,
 )
 
 # Bump when the generated content changes: benchmark caches compare it.
@@ -570,11 +572,10 @@ def load_dataset(
         began = time.perf_counter()
         counts[table.name] = write(db, table, rows)
         say(f"{table.name}: {counts[table.name]:,} rows in {time.perf_counter() - began:.1f}s")
-    # Tell caches keyed on the data version (if this schema has one) that everything changed.
+    # One audit record for the whole load, naming no company: caches keyed on the data
+    # version, and the impact census (authz.census), learn that everything changed.
     with db.transaction() as tx:
-        bump = getattr(tx, "bump_data_version", None)
-        if bump is not None:
-            bump()
+        audit.record(tx, audit.Context(), utcnow(), "dataset.load", size=size, seed=seed, rows=counts)
     if not db.is_sqlite:
         # What autovacuum would do soon anyway: the planner needs statistics at this size.
         began = time.perf_counter()
