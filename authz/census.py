@@ -145,11 +145,11 @@ def folder(env: Mapping[str, str] | None = None) -> Path | None:
     return None if home == Path("~") else home / ".cache" / "authz"
 
 
-def current(db: Database, now: float, place: Path) -> tuple[Census, str] | None:
+def current(db: Database, now: float, place: Path, rebuild: bool = False) -> tuple[Census, str] | None:
     """The census of ``db`` at ``now`` kept in folder ``place``, and how it was obtained.
 
-    Read from its file and refreshed, or built from scratch; the result is saved back.
-    None: the database has no lasting identity (SQLite in memory).
+    Read from its file and refreshed, or built from scratch (always, with ``rebuild``);
+    the result is saved back. None: the database has no lasting identity (SQLite in memory).
     """
     with db.transaction(write=False) as tx:
         identity = _identity(db, tx)
@@ -157,7 +157,7 @@ def current(db: Database, now: float, place: Path) -> tuple[Census, str] | None:
         return None
     # Named after the database alone: a census of other code replaces it, never sits beside it.
     path = place / f"census-{hashlib.sha256(repr(identity[:-1]).encode()).hexdigest()[:24]}.pickle"
-    census = _read(path, identity)
+    census = None if rebuild else _read(path, identity)
     if census is not None and time.time() - census.built <= MAX_AGE_SECONDS:
         changed = refresh(db, census, now)
         if changed is not None:

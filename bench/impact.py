@@ -4,14 +4,19 @@
 
 Uses a dataset ``python -m bench`` already generated and cached (``var/bench/``, or the
 PostgreSQL database ``authz_bench_<size>``); it never loads one, and only reads. Runs,
-against the shipped policy:
+against the shipped policy, with a census folder of its own (``authz.census``):
 
-1. the policy guide's draft (a new delegable right, ``formation``), over every pair;
-2. revoking, then narrowing to ``compte``, the delegation of the largest firm to the
+1. the policy guide's draft (a new delegable right, ``formation``) reading the whole
+   store, as with ``AUTHZ_CACHE_DIR=off``: the baseline;
+2. the same draft again, building the census (a first report);
+3. the same draft from the census, refreshed: a report once the census exists;
+4. another draft (``compte`` no longer delegable) from the census;
+5. what a refresh pays per changed company: reading 1,000 companies again;
+6. revoking, then narrowing to ``compte``, the delegation of the largest firm to the
    client with the most people linked to it.
 
-Prints, for each, the seconds, the pairs checked, the shapes and policy questions, the
-counts gained and lost, and how the pairs were grouped.
+Prints, for each report, the seconds, the pairs checked, the shapes and policy
+questions, the counts gained and lost, and how the pairs were grouped.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from sqlalchemy import func, select
 
+from authz import census, pairs
 from authz.engine import LoadedPolicy, read_policy
 from authz.impact import Impact
 from authz.policy import PolicyAdmin
@@ -78,22 +85,54 @@ def show(title: str, found: Impact) -> None:
     print(f"  {found.method}", flush=True)
 
 
+def narrower_draft() -> dict[str, str]:
+    sources = read_policy(ROOT)
+    sources["policies.polar"] = sources["policies.polar"].replace('delegable("compte");\n', "")
+    return sources
+
+
+def reread(db: Database, place: Path, count: int) -> tuple[float, int]:
+    """Seconds to read ``count`` companies again into the census, as a refresh does, and their pairs."""
+    now = time.time()
+    taken = census.current(db, now, place)
+    assert taken is not None
+    kept = taken[0]
+    chosen = sorted(kept.companies)[::max(1, len(kept.companies) // count)][:count]
+    started = time.perf_counter()
+    with db.transaction(write=False) as tx:
+        population = pairs.load_some(tx, chosen, now)
+    kept.take(population)
+    return time.perf_counter() - started, population.size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="national", choices=["small", "medium", "large", "national"])
     parser.add_argument("--db", default="sqlite", help="sqlite, postgres, or a database URL")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="processes sharing the whole-store read")
     args = parser.parse_args()
 
     db = Database(url_for(args.db, args.size))
-    admin = PolicyAdmin(db, LoadedPolicy(ROOT), workers=args.workers)
-    print(f"impact over the {args.size} dataset ({db.engine.url.render_as_string(hide_password=True)}), "
-          f"{args.workers} worker(s)", flush=True)
-    show("the guide's draft (new delegable right formation)", admin.impact_of_draft(guide_draft()))
+    print(f"impact over the {args.size} dataset ({db.engine.url.render_as_string(hide_password=True)})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="authz-bench-census-") as folder:
+        place = Path(folder)
+        whole = PolicyAdmin(db, LoadedPolicy(ROOT), workers=args.workers, census_folder=None)
+        kept = PolicyAdmin(db, LoadedPolicy(ROOT), census_folder=place)
+        baseline = whole.impact_of_draft(guide_draft())
+        show(f"the guide's draft (new delegable right formation), whole store read, {args.workers} worker(s)",
+             baseline)
+        show("the same draft, building the census", kept.impact_of_draft(guide_draft()))
+        warm = kept.impact_of_draft(guide_draft())
+        show("the same draft, census refreshed", warm)
+        show("another draft (compte no longer delegable), census refreshed", kept.impact_of_draft(narrower_draft()))
+        print(f"census refreshed against the whole store read: {warm.seconds / baseline.seconds:.2f} "
+              f"of its time ({baseline.seconds / warm.seconds:.1f}x faster)")
+        seconds, size = reread(db, place, 1000)
+        print(f"a refresh reads each changed company again: 1,000 companies ({size:,} pairs) in {seconds:.2f}s")
     delegation, firm, company = largest_firms_busiest_delegation(db)
     print(f"the largest firm {firm}: its delegation {delegation} to {company}")
-    show("  revoked", admin.impact_of_delegation_change(delegation, None))
-    show("  narrowed to compte", admin.impact_of_delegation_change(delegation, ["compte"]))
+    show("  revoked", whole.impact_of_delegation_change(delegation, None))
+    show("  narrowed to compte", whole.impact_of_delegation_change(delegation, ["compte"]))
     db.dispose()
 
 

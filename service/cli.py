@@ -249,18 +249,18 @@ def policy_test(folder: Path) -> None:
 
 @policy.command("census")
 def policy_census() -> None:
-    """Build or bring up to date the census that impact reports start from (authz.census).
+    """Build the census that impact reports start from, from the whole store (authz.census).
 
-    The first report after a day, a new database or a new version of the service reads
-    the whole store (about a minute on a national store); this does it beforehand, e.g.
-    after a deployment or nightly from cron.
+    Reports refresh a census for a day; the first report after that, on a new database
+    or with a new version of the service builds it again (about a minute on a national
+    store). This does it beforehand: after a deployment, and nightly from cron.
     """
     settings = _settings()
     place = settings["AUTHZ_CACHE_DIR"]
     if place is None:
         raise click.ClickException("AUTHZ_CACHE_DIR is off: impact reports keep no census")
     started = time.perf_counter()
-    taken = census.current(_database(settings), time.time(), place)
+    taken = census.current(_database(settings), time.time(), place, rebuild=True)
     if taken is None:
         raise click.ClickException("this database has no lasting identity (SQLite in memory): no census")
     kept, how = taken

@@ -39,8 +39,13 @@ def authz_script() -> str:
 
 
 def environment(database_url: str, **settings: str) -> dict[str, str]:
-    """This process's environment without any AUTHZ_* setting, then ``database_url`` and ``settings``."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AUTHZ_")}
+    """This process's environment without any AUTHZ_* setting, then ``database_url`` and ``settings``.
+
+    Except ``AUTHZ_CACHE_DIR``, which tests/conftest.py points into the test's own folder:
+    impact reports must not keep their census in the home of whoever runs the tests.
+    """
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("AUTHZ_") or name == "AUTHZ_CACHE_DIR"}
     env["AUTHZ_DATABASE_URL"] = database_url
     env.update(settings)
     return env

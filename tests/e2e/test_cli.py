@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
 from authz.demo import COMPANY, MANAGER
 from service.app import create_app
 from tests.e2e.harness import Cli, environment, last_line
+from tests.support import ROOT
 
 COLLABORATOR = "chloe@legrand.example"  # demo collaborator granted declarations and compte
 ID = r"[0-9a-f]{8,}"
@@ -124,3 +126,21 @@ def test_bad_activation_ttl_is_a_clear_configuration_error(cli, sqlite_url):
         assert refused.returncode != 0, command
         assert "AUTHZ_ACTIVATION_TTL_HOURS" in refused.stderr and "'abc'" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+def test_policy_census_builds_the_census_that_impact_reports_then_refresh(demo_cli, tmp_path):
+    env = {**demo_cli.env, "AUTHZ_CACHE_DIR": str(tmp_path / "census")}
+    draft = tmp_path / "draft"
+    shutil.copytree(ROOT / "policies", draft / "policies")
+    shutil.copy(ROOT / "policies.polar", draft / "policies.polar")
+
+    built = demo_cli("policy", "census", env=env)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert re.fullmatch(r"census built from the whole store in [\d.]+s: [1-9]\d* \(user, company\) pairs, "
+                        r"[1-9]\d* companies, kept in .*\n", built.stdout)
+    report = demo_cli("policy", "impact", str(draft), env=env)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "census refreshed" in last_line(report.stdout)
+
+    off = demo_cli("policy", "census", env={**env, "AUTHZ_CACHE_DIR": "off"})
+    assert off.returncode == 1 and "AUTHZ_CACHE_DIR is off" in off.stderr
