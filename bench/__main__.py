@@ -505,9 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = time.perf_counter() - started
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (OUT / f"results-{stamp}.json").write_text(json.dumps(results, indent=1, default=str))
-    from bench.report import render
+    from bench.report import render, with_sections
 
-    args.output.write_text(render(results))
+    args.output.write_text(with_sections(render(results), args.output))
     say(f"wrote {args.output} and var/bench/results-{stamp}.json in {results['elapsed_s'] / 60:.1f} min")
     return 0
 

@@ -22,9 +22,12 @@ questions, the counts gained and lost, and how the pairs were grouped.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -35,7 +38,7 @@ from authz.impact import Impact
 from authz.policy import PolicyAdmin
 from authz.store import Database
 from authz.tables import company_admins, delegations, grants
-from bench import datasets
+from bench import datasets, report
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_RIGHT = '\n# Training requests (the policy guide\'s example).\nright("formation");\ndelegable("formation");\n'
@@ -79,10 +82,18 @@ def largest_firms_busiest_delegation(db: Database) -> tuple[str, str, str]:
     return row.id, firm, row.company_siret
 
 
+LINES: list[str] = []  # what the run printed, for its section of BENCHMARKS.md
+
+
+def say(line: str) -> None:
+    LINES.append(line)
+    print(line, flush=True)
+
+
 def show(title: str, found: Impact) -> None:
-    print(f"{title}: {found.seconds:.1f}s, {found.pairs_checked:,} pairs, {found.shapes:,} shapes, "
-          f"{found.questions:,} policy questions, {len(found.gained):,} gained, {len(found.lost):,} lost")
-    print(f"  {found.method}", flush=True)
+    say(f"{title}: {found.seconds:.1f}s, {found.pairs_checked:,} pairs, {found.shapes:,} shapes, "
+        f"{found.questions:,} policy questions, {len(found.gained):,} gained, {len(found.lost):,} lost")
+    say(f"  {found.method}")
 
 
 def narrower_draft() -> dict[str, str]:
@@ -113,7 +124,8 @@ def main() -> None:
     args = parser.parse_args()
 
     db = Database(url_for(args.db, args.size))
-    print(f"impact over the {args.size} dataset ({db.engine.url.render_as_string(hide_password=True)})", flush=True)
+    began, load = datetime.now(UTC), os.getloadavg()
+    say(f"impact over the {args.size} dataset ({db.engine.url.render_as_string(hide_password=True)})")
     with tempfile.TemporaryDirectory(prefix="authz-bench-census-") as folder:
         place = Path(folder)
         whole = PolicyAdmin(db, LoadedPolicy(ROOT), workers=args.workers, census_folder=None)
@@ -125,15 +137,37 @@ def main() -> None:
         warm = kept.impact_of_draft(guide_draft())
         show("the same draft, census refreshed", warm)
         show("another draft (compte no longer delegable), census refreshed", kept.impact_of_draft(narrower_draft()))
-        print(f"census refreshed against the whole store read: {warm.seconds / baseline.seconds:.2f} "
-              f"of its time ({baseline.seconds / warm.seconds:.1f}x faster)")
+        say(f"census refreshed against the whole store read: {warm.seconds / baseline.seconds:.2f} "
+            f"of its time ({baseline.seconds / warm.seconds:.1f}x faster)")
         seconds, size = reread(db, place, 1000)
-        print(f"a refresh reads each changed company again: 1,000 companies ({size:,} pairs) in {seconds:.2f}s")
+        say(f"a refresh reads each changed company again: 1,000 companies ({size:,} pairs) in {seconds:.2f}s")
     delegation, firm, company = largest_firms_busiest_delegation(db)
-    print(f"the largest firm {firm}: its delegation {delegation} to {company}")
+    say(f"the largest firm {firm}: its delegation {delegation} to {company}")
     show("  revoked", whole.impact_of_delegation_change(delegation, None))
     show("  narrowed to compte", whole.impact_of_delegation_change(delegation, ["compte"]))
     db.dispose()
+    if args.size == "national" and args.db in ("sqlite", "postgres"):
+        write_section(args, began, load)
+
+
+def write_section(args: argparse.Namespace, began: datetime, load: tuple[float, float, float]) -> None:
+    """This run's lines as the section of BENCHMARKS.md for its database."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    body = "\n".join([
+        f"## Impact reports over the national dataset, {args.db}",
+        "",
+        f"`python -m bench.impact --db {args.db}` (issue #3: a draft's impact in seconds), "
+        f"{began:%Y-%m-%d %H:%M} UTC, commit {commit}, load average before the run "
+        f"{' '.join(f'{x:.2f}' for x in load)}. The baseline is the same report reading the whole store "
+        "(`AUTHZ_CACHE_DIR=off`), measured in the same run.",
+        "",
+        "```text",
+        *LINES,
+        "```",
+    ])
+    report.put_section(ROOT / "BENCHMARKS.md", f"impact-{args.db}", body)
+    print(f"wrote the impact-{args.db} section of BENCHMARKS.md")
 
 
 if __name__ == "__main__":

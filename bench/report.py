@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import statistics
+from pathlib import Path
 
 TARGET_SIZE = "national"
 TARGET_BACKEND = "postgres"
@@ -286,3 +288,34 @@ def render(r: dict) -> str:
       "compiled ahead of time.")
     w("")
     return "\n".join(out)
+
+
+# ---- sections other benchmarks write into the same file --------------------------------------
+
+def _marks(name: str) -> tuple[str, str]:
+    return f"<!-- section {name} -->", f"<!-- end of section {name} -->"
+
+
+def put_section(path: Path, name: str, body: str) -> None:
+    """Write ``body`` as section ``name`` of the file at ``path``, in place of its previous text.
+
+    Sections survive ``render``: ``python -m bench`` keeps them (``with_sections``).
+    """
+    start, end = _marks(name)
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    block = f"{start}\n{body.rstrip()}\n{end}\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text, encoding="utf-8")
+
+
+def with_sections(rendered: str, path: Path) -> str:
+    """``rendered``, followed by the sections the file at ``path`` holds (``put_section``)."""
+    if not path.is_file():
+        return rendered
+    kept = re.findall(r"<!-- section [\w-]+ -->\n.*?<!-- end of section [\w-]+ -->\n", path.read_text(encoding="utf-8"),
+                      re.DOTALL)
+    return rendered.rstrip("\n") + "\n" + "".join("\n" + block for block in kept)

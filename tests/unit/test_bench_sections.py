@@ -1,0 +1,29 @@
+"""BENCHMARKS.md: sections written by other benchmarks survive the main one's regeneration."""
+
+from __future__ import annotations
+
+from bench.report import put_section, with_sections
+
+
+def test_a_section_is_written_once_then_replaced_in_place(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\nmain figures\n")
+
+    put_section(path, "impact-sqlite", "## Impact, sqlite\nfirst run")
+    put_section(path, "impact-postgres", "## Impact, postgres\nrun")
+    put_section(path, "impact-sqlite", "## Impact, sqlite\nsecond run")
+
+    text = path.read_text()
+    assert "first run" not in text and text.count("second run") == 1
+    assert text.index("main figures") < text.index("## Impact, sqlite") < text.index("## Impact, postgres")
+
+
+def test_regenerated_main_figures_keep_the_sections(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\nold figures\n")
+    put_section(path, "impact-sqlite", "## Impact, sqlite\nkept")
+
+    regenerated = with_sections("# Benchmarks\n\nnew figures\n", path)
+
+    assert "old figures" not in regenerated and "new figures" in regenerated
+    assert regenerated.count("kept") == 1 and regenerated.rstrip().endswith("<!-- end of section impact-sqlite -->")
