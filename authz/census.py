@@ -69,7 +69,7 @@ class Census:
     landmark: tuple  # the data version and the last audit record: a store restored or emptied loses them
     companies: dict[str, tuple[tuple[str, ...], array]] = field(default_factory=dict)
     shapes: list[Shape] = field(default_factory=list)
-    examples: list[tuple[model.User, model.Company]] = field(default_factory=list)  # one pair per shape
+    examples: list[tuple] = field(default_factory=list)  # one pair per shape, as plain tuples (``example``)
     _numbers: dict[Shape, int] = field(default_factory=dict)
 
     @property
@@ -95,19 +95,23 @@ class Census:
         if number is None:
             number = self._numbers[key] = len(self.shapes)
             self.shapes.append(key)
-            self.examples.append((user, reaching(company, user)))
+            self.examples.append(_plain(user, reaching(company, user)))
         return number
 
-    # The file holds the examples as plain tuples: pickling a slotted dataclass goes
-    # through Python code, three times slower than the whole rest of the census.
+    def example(self, number: int) -> tuple[model.User, model.Company]:
+        """The facts of one pair of shape ``number``, as a decision loads them.
+
+        Kept as plain tuples and built when asked: pickling slotted dataclasses goes
+        through Python code, and a report from a census asks few shapes anew.
+        """
+        return _facts(*self.examples[number])
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         del state["_numbers"]
-        state["examples"] = [_plain(user, company) for user, company in self.examples]
         return state
 
     def __setstate__(self, state: dict) -> None:
-        state["examples"] = [_facts(*example) for example in state["examples"]]
         self.__dict__.update(state)
         self._numbers = {key: number for number, key in enumerate(self.shapes)}
 

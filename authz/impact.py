@@ -22,6 +22,7 @@ was used and why not a coarser one.
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 from collections import Counter
@@ -36,6 +37,8 @@ from authz.pairs import Population
 from authz.store import Database, reaching
 
 Alter = Callable[[model.Company], model.Company]
+# The facts of a pair, built only when the policy must be asked about them.
+Facts = Callable[[], tuple[model.User, model.Company]]
 
 
 @dataclass(frozen=True)
@@ -196,14 +199,14 @@ def _compare(before: Engine, after: Engine, population: Population,
             key = key_of(user, company)
             found = known.get(key) if key is not None else None
             if found is None:
-                facts = reaching(company, user)
-                found = _difference(old.held(user, facts, key), new.held(user, facts, key))
+                facts = _given(user, reaching(company, user))
+                found = _difference(old.held(facts, key), new.held(facts, key))
                 if key is not None:
                     known[key] = found
         else:
             changed = alter(company)
-            found = _difference(old.held(user, reaching(company, user), key_of(user, company)),
-                                new.held(user, reaching(changed, user), key_of(user, changed)))
+            found = _difference(old.held(_given(user, reaching(company, user)), key_of(user, company)),
+                                new.held(_given(user, reaching(changed, user)), key_of(user, changed)))
         for right in found[0]:
             gained.append(Change(user.email, right, company.siret))
         for right in found[1]:
@@ -226,9 +229,9 @@ def compare_census(before: Engine, after: Engine, taken: census.Census, how: str
     companies = taken.companies
     differences: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for number in sorted(set().union(*(numbers for _, numbers in companies.values()))):
-        user, facts = taken.examples[number]
+        facts = functools.cache(functools.partial(taken.example, number))
         key = taken.shapes[number]
-        differences[number] = _difference(old.held(user, facts, key), new.held(user, facts, key))
+        differences[number] = _difference(old.held(facts, key), new.held(facts, key))
     changing = {number for number, (more, fewer) in differences.items() if more or fewer}
     gained: list[Change] = []
     lost: list[Change] = []
@@ -332,10 +335,10 @@ class _Side:
         """Take the answers this policy gave earlier (questions right by right, shapes by equality)."""
         self._by_right.update(answers)
 
-    def held(self, user: model.User, company: model.Company, key: Hashable | None) -> frozenset[str]:
-        """The rights ``allow`` gives ``user`` on ``company`` (``key``: the pair's group)."""
+    def held(self, facts: Facts, key: Hashable | None) -> frozenset[str]:
+        """The rights ``allow`` gives on the pair's ``facts`` (``key``: the pair's group)."""
         if key is None:
-            return self._ask(user, company, self.rights)
+            return self._ask(facts, self.rights)
         found = self._held.get(key)
         if found is None:
             if self.grouping.by_right:
@@ -344,26 +347,31 @@ class _Side:
                 rights = self.rights
                 alike: frozenset[str] = frozenset()
                 if self.alike and self.twin is not None:  # the twin's answers on the same shape
-                    alike = self.alike & self.twin.held(user, company, key)
+                    alike = self.alike & self.twin.held(facts, key)
                     rights = tuple([right for right in rights if right not in self.alike])
                 found = alike | frozenset(
                     right for right in rights
-                    if self.holds(right, (right, skeleton, tuple([right in scope for scope in scopes])), user, company)
+                    if self.holds(right, (right, skeleton, tuple([right in scope for scope in scopes])), facts)
                 )
             else:
-                found = self._ask(user, company, self.rights)
+                found = self._ask(facts, self.rights)
             self._held[key] = found
         return found
 
-    def holds(self, right: str, question: tuple, user: model.User, company: model.Company) -> bool:
+    def holds(self, right: str, question: tuple, facts: Facts) -> bool:
         """Whether ``allow`` gives ``right``, for every pair that asks the same ``question``."""
         if right in self.alike and self.twin is not None:
-            return self.twin.holds(right, question, user, company)
+            return self.twin.holds(right, question, facts)
         answer = self._by_right.get(question)
         if answer is None:
-            answer = self._by_right[question] = bool(self._ask(user, company, (right,)))
+            answer = self._by_right[question] = bool(self._ask(facts, (right,)))
         return answer
 
-    def _ask(self, user: model.User, company: model.Company, rights: tuple[str, ...]) -> frozenset[str]:
+    def _ask(self, facts: Facts, rights: tuple[str, ...]) -> frozenset[str]:
         self.questions += len(rights)
+        user, company = facts()
         return frozenset(right for right in rights if self.engine.allows(user, right, company))
+
+
+def _given(user: model.User, company: model.Company) -> Facts:
+    return lambda: (user, company)
