@@ -33,7 +33,7 @@ import pickle
 import tempfile
 import time
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,7 +59,13 @@ _CODE = hashlib.sha256(b"".join(
 
 @dataclass
 class Census:
-    """The pairs of every company that has any, each with the number of its shape."""
+    """The pairs of every company that has any, each with the number of its shape.
+
+    Flat arrays rather than a tuple per company: a national census then loads from its
+    file in a tenth of a second instead of two seconds (a few objects, not 500,000).
+    Company ``sirets[i]`` holds the pairs ``offsets[i]`` to ``offsets[i + 1]``, in order
+    of e-mail: person ``emails[people[k]]``, shape ``numbers[k]``.
+    """
 
     identity: tuple  # the database (and the code) the census was taken of
     now: float  # the shapes are those at this instant (see the module docstring)
@@ -67,27 +73,59 @@ class Census:
     reread_from: datetime  # audit records at or after this instant are read again
     applied: set[int]  # ids of those already applied
     landmark: tuple  # the data version and the last audit record: a store restored or emptied loses them
-    companies: dict[str, tuple[tuple[str, ...], array]] = field(default_factory=dict)
+    sirets: list[str] = field(default_factory=list)  # in order
+    offsets: array = field(default_factory=lambda: array("i", [0]))
+    people: array = field(default_factory=lambda: array("i"))
+    numbers: array = field(default_factory=lambda: array("i"))
+    emails: list[str] = field(default_factory=list)
     shapes: list[Shape] = field(default_factory=list)
     examples: list[tuple] = field(default_factory=list)  # one pair per shape, as plain tuples (``example``)
     _numbers: dict[Shape, int] = field(default_factory=dict)
+    _emails: dict[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
-        return sum(len(emails) for emails, _ in self.companies.values())
+        return len(self.numbers)
+
+    def companies(self) -> Iterator[tuple[str, list[str], array]]:
+        """Each company in order, with its people's e-mails and their pairs' shape numbers."""
+        emails, people, numbers, offsets = self.emails, self.people, self.numbers, self.offsets
+        for i, siret in enumerate(self.sirets):
+            start, end = offsets[i], offsets[i + 1]
+            yield siret, [emails[person] for person in people[start:end]], numbers[start:end]
 
     def take(self, population: pairs.Population) -> None:
         """Set the pairs of the companies of ``population`` (a company without people is dropped)."""
         users = population.users
+        taken: dict[str, tuple[array, array]] = {}
         for siret, emails in population.people.items():
-            if not emails:
-                self.companies.pop(siret, None)
-                continue
-            company = population.companies[siret]
-            people = [users[email] for email in emails]
-            # The users' own e-mail strings: one object per person, which the file stores once.
-            self.companies[siret] = (
-                tuple([user.email for user in people]), array("i", [self._number(user, company) for user in people]))
+            if emails:
+                company = population.companies[siret]
+                taken[siret] = (array("i", [self._email(email) for email in emails]),
+                                array("i", [self._number(users[email], company) for email in emails]))
+        kept = [(i, siret) for i, siret in enumerate(self.sirets) if siret not in population.people]
+        sirets: list[str] = []
+        offsets, people, numbers = array("i", [0]), array("i"), array("i")
+        old = self.offsets
+        for siret, i in sorted([(siret, i) for i, siret in kept] + [(siret, -1) for siret in taken]):
+            if i < 0:
+                mine, theirs = taken[siret]
+            else:
+                mine, theirs = self.people[old[i]:old[i + 1]], self.numbers[old[i]:old[i + 1]]
+            sirets.append(siret)
+            people.extend(mine)
+            numbers.extend(theirs)
+            offsets.append(len(people))
+        self.sirets, self.offsets, self.people, self.numbers = sirets, offsets, people, numbers
+
+    def _email(self, email: str) -> int:
+        if not self._emails and self.emails:
+            self._emails = {email: index for index, email in enumerate(self.emails)}
+        index = self._emails.get(email)
+        if index is None:
+            index = self._emails[email] = len(self.emails)
+            self.emails.append(email)
+        return index
 
     def _number(self, user: model.User, company: model.Company) -> int:
         key = impact_shapes.shape(user, company)
@@ -108,12 +146,13 @@ class Census:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        del state["_numbers"]
+        del state["_numbers"], state["_emails"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._numbers = {key: number for number, key in enumerate(self.shapes)}
+        self._emails = {}  # built when a refresh first needs it
 
 
 def _plain(user: model.User, company: model.Company) -> tuple:

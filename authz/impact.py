@@ -226,26 +226,24 @@ def compare_census(before: Engine, after: Engine, taken: census.Census, how: str
     old, new, method = _sides(before, after)
     recalled = census.recall(place, before.version) if old.grouping.by_right else {}
     old.recall(recalled)
-    companies = taken.companies
     differences: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    for number in sorted(set().union(*(numbers for _, numbers in companies.values()))):
+    for number in sorted(set(taken.numbers)):
         facts = functools.cache(functools.partial(taken.example, number))
         key = taken.shapes[number]
         differences[number] = _difference(old.held(facts, key), new.held(facts, key))
     changing = {number for number, (more, fewer) in differences.items() if more or fewer}
     gained: list[Change] = []
     lost: list[Change] = []
-    checked = 0
-    for siret in sorted(companies):
-        emails, numbers = companies[siret]
-        checked += len(emails)
-        if changing.isdisjoint(numbers):
-            continue
-        for email, number in zip(emails, numbers, strict=True):
-            if number in changing:
-                more, fewer = differences[number]
-                gained.extend([Change(email, right, siret) for right in more])
-                lost.extend([Change(email, right, siret) for right in fewer])
+    sirets, offsets, people, emails = taken.sirets, taken.offsets, taken.people, taken.emails
+    company = 0
+    for position in [position for position, number in enumerate(taken.numbers) if number in changing]:
+        while offsets[company + 1] <= position:
+            company += 1
+        more, fewer = differences[taken.numbers[position]]
+        email, siret = emails[people[position]], sirets[company]
+        gained.extend([Change(email, right, siret) for right in more])
+        lost.extend([Change(email, right, siret) for right in fewer])
+    checked = taken.size
     if old.grouping.by_right and len(old.answers()) > len(recalled):
         census.remember(place, before.version, old.answers())
     if recalled:

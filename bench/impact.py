@@ -108,7 +108,7 @@ def reread(db: Database, place: Path, count: int) -> tuple[float, int]:
     taken = census.current(db, now, place)
     assert taken is not None
     kept = taken[0]
-    chosen = sorted(kept.companies)[::max(1, len(kept.companies) // count)][:count]
+    chosen = kept.sirets[::max(1, len(kept.sirets) // count)][:count]
     started = time.perf_counter()
     with db.transaction(write=False) as tx:
         population = pairs.load_some(tx, chosen, now)

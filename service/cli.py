@@ -265,7 +265,7 @@ def policy_census() -> None:
         raise click.ClickException("this database has no lasting identity (SQLite in memory): no census")
     kept, how = taken
     click.echo(f"{how} in {time.perf_counter() - started:.1f}s: {kept.size} (user, company) pairs, "
-               f"{len(kept.companies)} companies, kept in {place}")
+               f"{len(kept.sirets)} companies, kept in {place}")
 
 
 @policy.command("impact")

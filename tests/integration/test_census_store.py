@@ -41,7 +41,7 @@ def _current(db: Database, clock, place: Path) -> tuple[dict, str]:
     taken = census.current(db, clock().timestamp(), place)
     assert taken is not None
     kept, how = taken
-    return {siret: emails for siret, (emails, _) in kept.companies.items()}, how
+    return {siret: tuple(emails) for siret, emails, _ in kept.companies()}, how
 
 
 def _only_file(place: Path) -> Path:

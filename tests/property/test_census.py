@@ -65,7 +65,7 @@ class CensusFollowsTheStore(DelegationGraph):
 def _pairs(taken: census.Census) -> dict:
     return {
         siret: [(email, taken.shapes[number]) for email, number in zip(emails, numbers, strict=True)]
-        for siret, (emails, numbers) in taken.companies.items()
+        for siret, emails, numbers in taken.companies()
     }
 
 
