@@ -115,3 +115,11 @@ def test_the_census_folder_comes_from_the_environment(tmp_path):
     assert census.folder({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "authz"
     if os.environ.get("HOME"):
         assert census.folder({}) == Path(os.environ["HOME"]) / ".cache" / "authz"
+
+
+def test_a_census_folder_that_cannot_be_written_only_costs_time(db, linked, clock, tmp_path):
+    blocked = tmp_path / "a-file-not-a-folder"
+    blocked.write_text("")
+
+    for _ in range(2):  # nothing kept: each report builds the census again, and answers right
+        assert _current(db, clock, blocked) == ({COMPANY: (ADMIN, MANAGER)}, BUILT)
