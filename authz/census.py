@@ -334,15 +334,16 @@ def _read(path: Path, identity: tuple) -> Census | None:
     return census if isinstance(census, Census) and census.identity == identity else None
 
 
-def recall(place: Path, version: str) -> dict[tuple, bool]:
-    """The answers policy ``version`` gave to impact questions in earlier reports (``remember``).
+def recall(place: Path, version: str) -> dict[str, dict]:
+    """The answers policy ``version`` gave in earlier impact reports (``remember``), or {}.
 
-    A question (a right, a shape's skeleton, whether each scope holds the right) has
-    the same answer under the same policy whatever the data, so they are kept apart
-    from any census, one file per policy version and version of the shapes' code.
+    A shape's rights, and a question (a right, a shape's skeleton, whether each scope
+    holds the right), have the same answer under the same policy whatever the data, so
+    they are kept apart from any census: one file per policy version and version of
+    the shapes' code.
     """
     answers = _load(_answers_file(place, version))
-    return answers if isinstance(answers, dict) else {}
+    return answers if isinstance(answers, dict) and set(answers) == {"shapes", "questions"} else {}
 
 
 def _load(path: Path) -> object | None:
@@ -361,7 +362,7 @@ def _load(path: Path) -> object | None:
         return None
 
 
-def remember(place: Path, version: str, answers: dict[tuple, bool]) -> None:
+def remember(place: Path, version: str, answers: dict[str, dict]) -> None:
     _write(_answers_file(place, version), answers)
     for old in place.glob("answers-*.pickle"):  # of policies no report asked about for a week
         with contextlib.suppress(OSError):

@@ -224,7 +224,7 @@ def compare_census(before: Engine, after: Engine, taken: census.Census, how: str
     against the same policy asks it each question once.
     """
     old, new, method = _sides(before, after)
-    recalled = census.recall(place, before.version) if old.grouping.by_right else {}
+    recalled = census.recall(place, before.version)
     old.recall(recalled)
     differences: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for number in sorted(set(taken.numbers)):
@@ -244,10 +244,12 @@ def compare_census(before: Engine, after: Engine, taken: census.Census, how: str
         gained.extend([Change(email, right, siret) for right in more])
         lost.extend([Change(email, right, siret) for right in fewer])
     checked = taken.size
-    if old.grouping.by_right and len(old.answers()) > len(recalled):
-        census.remember(place, before.version, old.answers())
+    known = old.answers()
+    if any(len(known[kind]) > len(recalled.get(kind, ())) for kind in known):
+        census.remember(place, before.version, known)
     if recalled:
-        how += f"; {len(recalled):,} answers of the running policy recalled from earlier reports"
+        how += (f"; the running policy's answers recalled from earlier reports ({len(recalled['shapes']):,} shapes, "
+                f"{len(recalled['questions']):,} questions)")
     report = Impact(tuple(gained), tuple(lost), checked, questions=_questions(old, new),
                     method=f"{method}; {how}")
     return report, set(differences)
@@ -325,13 +327,18 @@ class _Side:
         """The groups of pairs this side was asked about."""
         return set(self._held)
 
-    def answers(self) -> dict[tuple, bool]:
-        """The answers to questions right by right, for ``recall`` in a later comparison."""
-        return self._by_right
+    def answers(self) -> dict[str, dict]:
+        """This policy's answers so far, per shape and per question, for ``recall`` in a later comparison.
 
-    def recall(self, answers: dict[tuple, bool]) -> None:
-        """Take the answers this policy gave earlier (questions right by right, shapes by equality)."""
-        self._by_right.update(answers)
+        Both are the policy's own answers about a shape's facts (with identifiers by
+        equality): they hold whatever the data, and whatever the other policy.
+        """
+        return {"shapes": self._held, "questions": self._by_right}
+
+    def recall(self, answers: dict[str, dict]) -> None:
+        """Take the answers this policy gave in an earlier comparison (``answers``)."""
+        self._held.update(answers.get("shapes", {}))
+        self._by_right.update(answers.get("questions", {}))
 
     def held(self, facts: Facts, key: Hashable | None) -> frozenset[str]:
         """The rights ``allow`` gives on the pair's ``facts`` (``key``: the pair's group)."""

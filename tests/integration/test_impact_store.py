@@ -84,7 +84,7 @@ def test_a_report_from_the_census_equals_a_report_reading_the_whole_store(db, sh
 
     assert "census" not in whole.method
     assert built.method.endswith("census built from the whole store")
-    assert "census refreshed" in refreshed.method and "answers of the running policy recalled" in refreshed.method
+    assert "census refreshed" in refreshed.method and "the running policy's answers recalled" in refreshed.method
     for report in (built, refreshed):
         assert (report.gained, report.lost, report.pairs_checked, report.shapes) == (
             whole.gained, whole.lost, whole.pairs_checked, whole.shapes)
