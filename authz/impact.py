@@ -22,7 +22,6 @@ was used and why not a coarser one.
 
 from __future__ import annotations
 
-import functools
 import gc
 import time
 from collections import Counter
@@ -228,7 +227,7 @@ def compare_census(before: Engine, after: Engine, taken: census.Census, how: str
     old.recall(recalled)
     differences: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for number in sorted(set(taken.numbers)):
-        facts = functools.cache(functools.partial(taken.example, number))
+        facts = _example(taken, number)
         key = taken.shapes[number]
         differences[number] = _difference(old.held(facts, key), new.held(facts, key))
     changing = {number for number, (more, fewer) in differences.items() if more or fewer}
@@ -380,3 +379,14 @@ class _Side:
 
 def _given(user: model.User, company: model.Company) -> Facts:
     return lambda: (user, company)
+
+
+def _example(taken: census.Census, number: int) -> Facts:
+    """The census's example of shape ``number``, built at most once, and only if asked for."""
+    built: list[tuple[model.User, model.Company]] = []
+
+    def facts() -> tuple[model.User, model.Company]:
+        if not built:
+            built.append(taken.example(number))
+        return built[0]
+    return facts
