@@ -9,7 +9,10 @@ WORKDIR /srv/authz
 COPY pyproject.toml README.md constraints.txt ./
 COPY authz ./authz
 COPY service ./service
-RUN pip install --no-cache-dir -c constraints.txt . && useradd --system --home /srv/authz authz
+RUN pip install --no-cache-dir -c constraints.txt . && useradd --system --home /srv/authz authz \
+    && install -d -o authz -m 700 /var/cache/authz
+# The impact census (docs/operations.md): a folder of the service's user alone.
+ENV AUTHZ_CACHE_DIR=/var/cache/authz
 
 # Policy files are data that admins own: mount your own over this folder to deploy.
 COPY policies.polar ./policy/policies.polar
