@@ -123,6 +123,21 @@ def measure(db: Database, before: Engine, after: Engine, now: float, alter: Alte
     return replace(found, shapes=len(seen), seconds=time.perf_counter() - started)
 
 
+def prepare(db: Database, running: Engine, now: float, place: Path) -> census.Census | None:
+    """Build the census of ``db`` in folder ``place`` from the whole store, and ask the
+    ``running`` policy about each of its shapes: the next report takes seconds.
+
+    None: the database has no lasting identity (SQLite in memory), so no census.
+    """
+    taken = census.current(db, now, place, rebuild=True)
+    if taken is None:
+        return None
+    if _Grouping.choose(running, running).by_equality:  # else reports never use a census
+        with _collector_paused():
+            compare_census(running, running, *taken, place)
+    return taken[0]
+
+
 def _merge(shares: list[tuple[Impact, set]]) -> tuple[Impact, set]:
     """One report from the reports of consecutive shares of the companies."""
     seen: set = set()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from authz import census, tokens
+from authz import tokens
 from authz.decisions import Decisions
 from authz.demo import load_demo
 from authz.engine import LoadedPolicy, policy_version, read_policy
@@ -111,8 +111,6 @@ def demo(size: str | None, seed: int | None) -> None:
 
     migrate.upgrade(settings["AUTHZ_DATABASE_URL"])
     if size is not None:
-        import time
-
         from authz import dataset
 
         started = time.perf_counter()
@@ -249,23 +247,27 @@ def policy_test(folder: Path) -> None:
 
 @policy.command("census")
 def policy_census() -> None:
-    """Build the census that impact reports start from, from the whole store (authz.census).
+    """Build the census that impact reports start from (authz.census), and the running
+    policy's answers about it.
 
     Reports refresh a census for a day; the first report after that, on a new database
     or with a new version of the service builds it again (about a minute on a national
     store). This does it beforehand: after a deployment, and nightly from cron.
     """
+    from authz import impact
+
     settings = _settings()
     place = settings["AUTHZ_CACHE_DIR"]
     if place is None:
         raise click.ClickException("AUTHZ_CACHE_DIR is off: impact reports keep no census")
     started = time.perf_counter()
-    taken = census.current(_database(settings), time.time(), place, rebuild=True)
-    if taken is None:
+    running = LoadedPolicy(settings["AUTHZ_POLICY_DIR"])()
+    kept = impact.prepare(_database(settings), running, time.time(), place)
+    if kept is None:
         raise click.ClickException("this database has no lasting identity (SQLite in memory): no census")
-    kept, how = taken
-    click.echo(f"{how} in {time.perf_counter() - started:.1f}s: {kept.size} (user, company) pairs, "
-               f"{len(kept.sirets)} companies, kept in {place}")
+    click.echo(f"census built from the whole store in {time.perf_counter() - started:.1f}s: {kept.size} "
+               f"(user, company) pairs, {len(kept.sirets)} companies, {len(kept.shapes)} shapes asked of "
+               f"policy {running.version}; kept in {place}")
 
 
 @policy.command("impact")

@@ -137,10 +137,11 @@ def test_policy_census_builds_the_census_that_impact_reports_then_refresh(demo_c
     built = demo_cli("policy", "census", env=env)
     assert built.returncode == 0, built.stdout + built.stderr
     assert re.fullmatch(r"census built from the whole store in [\d.]+s: [1-9]\d* \(user, company\) pairs, "
-                        r"[1-9]\d* companies, kept in .*\n", built.stdout)
+                        r"[1-9]\d* companies, [1-9]\d* shapes asked of policy \w+; kept in .*\n", built.stdout)
     report = demo_cli("policy", "impact", str(draft), env=env)
     assert report.returncode == 0, report.stdout + report.stderr
-    assert "census refreshed" in last_line(report.stdout)
+    # The running policy was asked by the command: the report asks only the draft.
+    assert "census refreshed; the running policy's answers recalled" in last_line(report.stdout)
 
     off = demo_cli("policy", "census", env={**env, "AUTHZ_CACHE_DIR": "off"})
     assert off.returncode == 1 and "AUTHZ_CACHE_DIR is off" in off.stderr
