@@ -209,6 +209,7 @@ def current(db: Database, now: float, place: Path, rebuild: bool = False) -> tup
             return census, "census refreshed"
     census = build(db, identity, now)
     _write(path, census)
+    _prune(place, "census-*.pickle", MAX_AGE_SECONDS)  # of databases no report has asked about since
     return census, "census built from the whole store"
 
 
@@ -364,9 +365,18 @@ def _load(path: Path) -> object | None:
 
 def remember(place: Path, version: str, answers: dict[str, dict]) -> None:
     _write(_answers_file(place, version), answers)
-    for old in place.glob("answers-*.pickle"):  # of policies no report asked about for a week
+    _prune(place, "answers-*.pickle", ANSWERS_KEPT_SECONDS)  # of policies no report has asked about since
+
+
+def _prune(place: Path, pattern: str, seconds: float) -> None:
+    """Remove the files of ``place`` matching ``pattern`` not written for ``seconds``.
+
+    A census file that old is of no use: its census was built longer ago than
+    ``MAX_AGE_SECONDS``, so it would be built again anyway.
+    """
+    for old in place.glob(pattern):
         with contextlib.suppress(OSError):
-            if time.time() - old.stat().st_mtime > ANSWERS_KEPT_SECONDS:
+            if time.time() - old.stat().st_mtime > seconds:
                 old.unlink()
 
 

@@ -123,3 +123,16 @@ def test_a_census_folder_that_cannot_be_written_only_costs_time(db, linked, cloc
 
     for _ in range(2):  # nothing kept: each report builds the census again, and answers right
         assert _current(db, clock, blocked) == ({COMPANY: (ADMIN, MANAGER)}, BUILT)
+
+
+def test_building_a_census_removes_census_files_too_old_to_be_of_use(db, linked, clock, tmp_path):
+    stale, recent = tmp_path / "census-of-a-dropped-database.pickle", tmp_path / "census-of-another.pickle"
+    for path in (stale, recent):
+        path.write_bytes(b"")
+    past = time.time() - census.MAX_AGE_SECONDS - 60
+    os.utime(stale, (past, past))
+
+    _current(db, clock, tmp_path)
+
+    left = set(tmp_path.glob("census-*.pickle"))
+    assert stale not in left and recent in left and len(left) == 2  # with the one just built
