@@ -16,9 +16,11 @@ the next report, recomputes only the companies that may have changed since:
 
 Audit ids are not committed in order (two transactions may commit out of sequence),
 so the audit records of the last ``REREAD_SECONDS`` are read again at each refresh
-and those already applied are skipped by id. A record that names nothing (a bulk
-load), a different database behind the same URL, other code, a file older than
-``MAX_AGE_SECONDS`` or an unreadable file: the census is built again from scratch.
+and those already applied are skipped by id. The census is built again from scratch
+after a record that names nothing (a bulk load), for a different database behind the
+same URL, a store emptied or restored to an earlier state (its data version went
+back, or the last audit record seen is gone), other code, a file older than
+``MAX_AGE_SECONDS``, and a file that is unreadable or that others could have written.
 The tests compare a refreshed census with one built from scratch after random
 changes and time travel (``tests/property/test_census.py``).
 """
