@@ -6,10 +6,9 @@ Python on every pair: about a minute, whatever the draft. The shapes depend on t
 data, not on the draft, so the census keeps them in a file between reports and, at
 the next report, recomputes only the companies that may have changed since:
 
-* the companies, firms and people named by an audit record written since (every
-  change writes one in its own transaction): the company itself, the companies a
-  named person reaches (their memberships are part of every shape they are in),
-  and for a record that names a firm without a person, every client of the firm;
+* the companies and people named by an audit record written since (every change
+  writes one in its own transaction): the company itself, and the companies a named
+  person reaches (their memberships are part of every shape they are in);
 * the companies with a link whose end date lies between the census's instant and
   the report's (a shape keeps the order of end dates and ``now``, so it can only
   change when ``now`` passes an end date of the pair's links).
@@ -17,10 +16,11 @@ the next report, recomputes only the companies that may have changed since:
 Audit ids are not committed in order (two transactions may commit out of sequence),
 so the audit records of the last ``REREAD_SECONDS`` are read again at each refresh
 and those already applied are skipped by id. The census is built again from scratch
-after a record that names nothing (a bulk load), for a different database behind the
-same URL, a store emptied or restored to an earlier state (its data version went
-back, or the last audit record seen is gone), other code, a file older than
-``MAX_AGE_SECONDS``, and a file that is unreadable or that others could have written.
+after a record that names no company and no person (a bulk load), for a different
+database behind the same URL, a store emptied or restored to an earlier state (its
+data version went back, or the last audit record seen is gone), other code, a file
+older than ``MAX_AGE_SECONDS``, and a file that is unreadable or that others could
+have written.
 The tests compare a refreshed census with one built from scratch after random
 changes and time travel (``tests/property/test_census.py``).
 """
@@ -28,6 +28,7 @@ changes and time travel (``tests/property/test_census.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -35,7 +36,7 @@ import pickle
 import tempfile
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +46,7 @@ from sqlalchemy import select, text, union
 from authz import impact_shapes, model, pairs, store
 from authz.impact_shapes import Shape
 from authz.store import Database, Tx, reaching
-from authz.tables import audit_log, collaborators, delegations, firms, grants
+from authz.tables import audit_log, delegations, grants
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,14 @@ FOLDER_VARIABLE = "AUTHZ_CACHE_DIR"  # "off": no census, every report reads the 
 REREAD_SECONDS = 3600.0
 MAX_AGE_SECONDS = 86400.0
 ANSWERS_KEPT_SECONDS = 7 * 86400.0
-# The code whose output the census stores: another version of it means another census.
-_CODE = hashlib.sha256(b"".join(
-    Path(module.__file__).read_bytes() for module in (impact_shapes, pairs, store)  # type: ignore[arg-type]
-) + Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+@functools.cache
+def _code() -> str:
+    """The code whose output the census stores: another version of it means another census."""
+    return hashlib.sha256(b"".join(
+        Path(module.__file__).read_bytes() for module in (impact_shapes, pairs, store)  # type: ignore[arg-type]
+    ) + Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 @dataclass
@@ -110,13 +115,13 @@ class Census:
         offsets, people, numbers = array("i", [0]), array("i"), array("i")
         old = self.offsets
         for siret, i in sorted([(siret, i) for i, siret in kept] + [(siret, -1) for siret in taken]):
-            if i < 0:
-                mine, theirs = taken[siret]
-            else:
-                mine, theirs = self.people[old[i]:old[i + 1]], self.numbers[old[i]:old[i + 1]]
+            if i < 0:  # read again
+                its_people, its_numbers = taken[siret]
+            else:  # kept as it was
+                its_people, its_numbers = self.people[old[i]:old[i + 1]], self.numbers[old[i]:old[i + 1]]
             sirets.append(siret)
-            people.extend(mine)
-            numbers.extend(theirs)
+            people.extend(its_people)
+            numbers.extend(its_numbers)
             offsets.append(len(people))
         self.sirets, self.offsets, self.people, self.numbers = sirets, offsets, people, numbers
 
@@ -239,14 +244,12 @@ def refresh(db: Database, census: Census, now: float) -> bool | None:
             return None
         landmark = _landmark(tx)
         records = tx.conn.execute(
-            select(audit_log.c.id, audit_log.c.at, audit_log.c.company_siret, audit_log.c.firm_siret,
-                   audit_log.c.subject_email)
+            select(audit_log.c.id, audit_log.c.at, audit_log.c.company_siret, audit_log.c.subject_email)
             .where(audit_log.c.at >= census.reread_from)
         ).all()
         fresh = [record for record in records if record.id not in census.applied]
-        if any(record.company_siret is None and record.firm_siret is None and record.subject_email is None
-               for record in fresh):
-            return None
+        if any(record.company_siret is None and record.subject_email is None for record in fresh):
+            return None  # a change the census cannot place (no audited use case writes one today)
         changed = _changed_companies(tx, fresh, min(now, census.now), max(now, census.now))
         if not changed:
             return False
@@ -260,13 +263,9 @@ def refresh(db: Database, census: Census, now: float) -> bool | None:
 def _changed_companies(tx: Tx, records: list, earliest: float, latest: float) -> set[str]:
     found: set[str] = {record.company_siret for record in records if record.company_siret}
     people = {record.subject_email for record in records if record.subject_email}
-    whole_firms = {record.firm_siret for record in records
-                   if record.firm_siret and not record.subject_email and not record.company_siret}
     if people:
         for user in tx.users_facts(sorted(people), earliest).values():
             found.update(tx.companies_reaching(user))
-    if whole_firms:
-        found.update(_clients_and_their_people(tx, whole_firms, earliest))
     # A second either side: end dates and instants are rounded differently in the store.
     lo, hi = (datetime.fromtimestamp(moment, UTC) for moment in (earliest - 1.0, latest + 1.0))
     ending = union(
@@ -275,19 +274,6 @@ def _changed_companies(tx: Tx, records: list, earliest: float, latest: float) ->
         select(grants.c.company_siret).where(grants.c.ends_at >= lo, grants.c.ends_at <= hi),
     )
     found.update(row[0] for row in tx.conn.execute(ending))
-    return found
-
-
-def _clients_and_their_people(tx: Tx, sirets: Iterable[str], now: float) -> set[str]:
-    """The clients of ``sirets``, and every company their manager and collaborators reach."""
-    sirets = sorted(sirets)
-    found = {row[0] for row in tx.conn.execute(
-        select(delegations.c.company_siret).where(delegations.c.firm_siret.in_(sirets)).distinct())}
-    people = {row[0] for row in tx.conn.execute(
-        select(firms.c.manager_email).where(firms.c.siret.in_(sirets))
-        .union(select(collaborators.c.user_email).where(collaborators.c.firm_siret.in_(sirets))))}
-    for user in tx.users_facts(sorted(people), now).values():
-        found.update(tx.companies_reaching(user))
     return found
 
 
@@ -329,7 +315,7 @@ def _identity(db: Database, tx: Tx) -> tuple | None:
     else:
         oid = tx.conn.execute(text("SELECT oid FROM pg_database WHERE datname = current_database()")).scalar()
         where = (url.get_backend_name(), url.host, url.port, url.database, oid)
-    return (*where, _CODE)
+    return (*where, _code())
 
 
 def _read(path: Path, identity: tuple) -> Census | None:
@@ -383,7 +369,7 @@ def _prune(place: Path, pattern: str, seconds: float) -> None:
 
 
 def _answers_file(place: Path, version: str) -> Path:
-    return place / f"answers-{hashlib.sha256(f'{version} {_CODE}'.encode()).hexdigest()[:24]}.pickle"
+    return place / f"answers-{hashlib.sha256(f'{version} {_code()}'.encode()).hexdigest()[:24]}.pickle"
 
 
 def _write(path: Path, content: object) -> None:
