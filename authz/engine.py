@@ -14,7 +14,7 @@ import io
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from oso import Oso, Variable
 from polar.exceptions import OsoError
 from polar.ffi import PolarSource
 
-from authz import model, shapes
+from authz import impact_shapes, model, policy_reading, shapes
 from authz.errors import PolicyError
 
 FACT_CLASSES = (
@@ -147,11 +147,15 @@ class Engine:
         # Shapes are safe only for a policy that cannot see through placeholders.
         self.opacity_problems = shapes.opacity_problems(sources)
         self.memoizable = not self.opacity_problems
-        # The memo keeps, per shape, the answer of each right asked; it is bounded by the
-        # facts it holds (one per shape plus one per link), not by its entries: a
-        # company with a long history makes a big key. See MEMO_SIZE for what it costs.
+        # A policy also read as blind to identifier order and reading scopes one right at
+        # a time shares an answer between far more questions (``impact_shapes.question``).
+        reading = policy_reading.coarsening(sources) if self.memoizable else None
+        self.by_question = bool(reading and reading.one_right_at_a_time and reading.rule_one_right_at_a_time)
+        # The memo keeps, per shape (or question), the answer of each right asked; it is
+        # bounded by the facts it holds (one per shape plus one per link), not by its
+        # entries: a company with a long history makes a big key. See MEMO_SIZE for what it costs.
         self.memo_size = memo_size
-        self._memo: OrderedDict[tuple[model.User, model.Company], dict[str, str | None]] = OrderedDict()
+        self._memo: OrderedDict[Hashable, tuple[int, dict[str, str | None]]] = OrderedDict()
         self._memo_weight = 0
         self._memo_lock = threading.Lock()
         self._key_answers: dict[tuple[model.ApiKey, str], bool] = {}
@@ -193,32 +197,42 @@ class Engine:
         The right is asked of the entry rule ``allow``, exactly as a single decision;
         the rule name only labels an allow. When the policy is opaque to identifiers
         and instants (see ``authz.shapes``), one evaluation serves every question of
-        the same shape.
+        the same shape; when it is also read as blind to their order and reading scopes
+        one right at a time (see ``authz.policy_reading``), every question of the same
+        ``impact_shapes.question``.
         """
         if not self.memoizable:
             return self._answer(user, right, company)
-        return self._memoised(shapes.canonical(user, company), right)
+        weight = _weight(user, company)
+        question = impact_shapes.question(user, right, company) if self.by_question else None
+        if question is not None:
+            return self._memoised(question, right, lambda: shapes.canonical(user, company), weight)
+        relabelled = shapes.canonical(user, company)
+        return self._memoised(relabelled, right, lambda: relabelled, weight)
 
-    def _memoised(self, facts: tuple[model.User, model.Company], right: str) -> str | None:
+    def _memoised(self, key: Hashable, right: str, relabelled: Callable[[], tuple[model.User, model.Company]],
+                  weight: int) -> str | None:
+        """The memo's answer under ``key``, else the policy's about the ``relabelled`` facts
+        (relabelled, so that the rule name it keeps cannot carry an identifier)."""
         with self._memo_lock:
-            answers = self._memo.get(facts)
-            if answers is not None:
-                self._memo.move_to_end(facts)
-                if right in answers:
-                    return answers[right]
-        found = self._answer(facts[0], right, facts[1])
-        weight = _weight(facts)
+            held = self._memo.get(key)
+            if held is not None:
+                self._memo.move_to_end(key)
+                if right in held[1]:
+                    return held[1][right]
+        user, company = relabelled()
+        found = self._answer(user, right, company)
         if weight > self.memo_size:
             return found
         with self._memo_lock:
-            answers = self._memo.get(facts)
-            if answers is None:
-                answers = self._memo[facts] = {}
+            held = self._memo.get(key)
+            if held is None:
+                held = self._memo[key] = (weight, {})
                 self._memo_weight += weight
                 while self._memo_weight > self.memo_size:
-                    evicted, _ = self._memo.popitem(last=False)
-                    self._memo_weight -= _weight(evicted)
-            answers[right] = found
+                    _, (evicted, _) = self._memo.popitem(last=False)
+                    self._memo_weight -= evicted
+            held[1][right] = found
         return found
 
     def _answer(self, user: model.User, right: str, company: model.Company) -> str | None:
@@ -227,11 +241,8 @@ class Engine:
         return preferred_rule(self.rules_granting(user, right, company))
 
     def rights_table(self, user: model.User, company: model.Company) -> dict[str, str | None]:
-        """``answer`` for every right of the policy (the facts relabelled once for all)."""
-        if not self.memoizable:
-            return {right: self._answer(user, right, company) for right in self.info.rights}
-        facts = shapes.canonical(user, company)
-        return {right: self._memoised(facts, right) for right in self.info.rights}
+        """``answer`` for every right of the policy."""
+        return {right: self.answer(user, right, company) for right in self.info.rights}
 
     def rules_granting(self, user: model.User, right: str, company: model.Company) -> list[str]:
         """Name the ``holds_right`` rules that give ``right`` (for reasons and explain)."""
@@ -267,9 +278,8 @@ class Engine:
             raise PolicyError(f"policy evaluation failed: {exc}") from exc
 
 
-def _weight(facts: tuple[model.User, model.Company]) -> int:
+def _weight(user: model.User, company: model.Company) -> int:
     """What a memo entry costs: its shape, and each link and membership it holds."""
-    user, company = facts
     return 1 + len(company.delegations) + len(company.grants) + len(user.admin_of) + len(user.manages) \
         + len(user.collaborates)
 

@@ -1,4 +1,5 @@
-"""The shape of a (user, company) pair, coarser than the engine's, for impact reports.
+"""The shape of a (user, company) pair, coarser than ``authz.shapes``: for impact
+reports, and for the engine's decision memo when the policy allows it.
 
 ``authz.shapes`` keeps the order of identifiers, since an opaque policy may still
 compare two identifiers with ``<``. On real data that order is noise (random link ids,
@@ -75,6 +76,20 @@ def shape(user: model.User, company: model.Company) -> Shape:
         ranks, now = len(ends), 0  # no end date: only the number of links counts
     skeleton = (now, _memberships(user, names), len(delegations), labels, tuple(states), ranks)
     return skeleton, tuple([d.scope for d in delegations] + [g.scope for g in grants])
+
+
+def question(user: model.User, right: str, company: model.Company) -> Hashable | None:
+    """What ``allow(user, right, company)`` depends on, for a policy read as blind to
+    identifier order and reading scopes one right at a time: the shape, and whether each
+    scope holds ``right``.
+
+    None when ``company`` holds links ``user`` does not reach: the shape leaves them out,
+    so it cannot stand for a question about them.
+    """
+    skeleton, scopes = shape(user, company)
+    if len(scopes) != len(company.delegations) + len(company.grants):
+        return None
+    return right, skeleton, tuple([right in scope for scope in scopes])
 
 
 def _memberships(user: model.User, names: dict[str | None, int]) -> tuple:

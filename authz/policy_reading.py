@@ -18,6 +18,11 @@ let it ask fewer questions with the same answers:
   ``compte``, if ``right`` is only ever asked about the right in question). The
   draft's answers about ``r`` are then the running policy's.
 
+The engine's decision memo uses the first two too (``Engine.answer``), and asks one
+more of a policy it groups one right at a time: that ``holds_right(user, right,
+company, rule)``, which names the rule behind an allow, is reached from ``allow``
+with the question's user, right and company, so that its answers group alike.
+
 Each reading is conservative: what it does not understand (a resource block with
 rules in it, a call it cannot parse, an operand it cannot name, ``new``) answers no,
 and the report asks more questions, never gets a different answer.
@@ -57,6 +62,7 @@ class Coarsening:
     identifiers_by_equality: bool
     one_right_at_a_time: bool
     reasons: tuple[str, ...] = ()
+    rule_one_right_at_a_time: bool = False  # holds_right's rule names group like allow's answers
 
 
 def coarsening(sources: dict[str, str]) -> Coarsening:
@@ -69,7 +75,8 @@ def coarsening(sources: dict[str, str]) -> Coarsening:
     scope = policy.scope_problem()
     if scope:
         reasons.append(scope)
-    return Coarsening(not ordering, not ordering and not scope, tuple(reasons))
+    by_right = not ordering and not scope
+    return Coarsening(not ordering, by_right, tuple(reasons), by_right and policy.asks_holds_right_as_allow())
 
 
 def rights_answered_alike(before: dict[str, str], after: dict[str, str], rights: set[str]) -> frozenset[str]:
@@ -158,6 +165,14 @@ class _Policy:
             if len(_SCOPE.findall(rule.body)) != len(tests) or any(test.group(1) not in mine for test in tests):
                 return f"rule {rule.name} reads a scope other than as `right in X.scope` for the right asked"
         return None
+
+    def asks_holds_right_as_allow(self) -> bool:
+        """Whether every call that ``allow`` may reach passes ``holds_right`` the question's
+        user, right and company (then the checks above cover it asked directly)."""
+        return ("holds_right", 4) in self.reachable and all(
+            ("holds_right", 4, position) in self.holding[what]
+            for position, what in enumerate(("user", "right", "company"))
+        )
 
     def slice(self, right: str) -> list[tuple[str, ...]]:
         """The statements that can matter to ``allow(user, right, company)``, as tokens."""

@@ -1,5 +1,7 @@
 """The shape memo never changes an answer: for random facts, the memoised table equals
-the policy asked directly on the original facts, right by right."""
+the policy asked directly on the original facts, right by right, whether the memo keys
+them by ``shapes.canonical`` or, for the facts a decision loads, by the coarser
+``impact_shapes.question``."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz import model, shapes
+from authz import impact_shapes, model, shapes
 from authz.engine import Engine, read_policy
+from authz.store import reaching
 from tests.support import ROOT
 
 EMAILS = ["a@x.example", "b@x.example", "c@y.example"]
@@ -63,8 +66,62 @@ def test_memoised_table_equals_direct_answers(memoised, direct, user, company):
         assert table[right] == expected[right], right
 
 
+@pytest.fixture(scope="module")
+def shared() -> Engine:
+    return Engine(ROOT)  # one memo for every example: questions of one key meet across examples
+
+
+# Facts as the store holds them and a decision loads them (``store.reaching``): few
+# firms and scopes, so that questions of one key but other identifiers meet often.
+FIRMS = ["11111111100010", "22222222200020"]
+COMPANY = "73282932000074"
+small_scopes = st.frozensets(st.sampled_from(["compte", "conges"]))
+loaded_users = st.builds(
+    model.User, email=st.just("a@x.example"), now=st.sampled_from([50.0, 150.0, 250.0, 350.0]),
+    admin_of=st.frozensets(st.sampled_from([COMPANY, SIRETS[1]]), max_size=1),
+    manages=st.frozensets(st.sampled_from(FIRMS), max_size=1),
+    collaborates=st.frozensets(st.sampled_from(FIRMS), max_size=2),
+)
+
+
+@st.composite
+def loaded_facts(draw) -> tuple[model.User, model.Company]:
+    user = draw(loaded_users)
+    count = draw(st.integers(0, 2))
+    delegations = tuple(
+        model.Delegation(f"d{i}-{draw(st.integers(0, 9))}", COMPANY, "m@x.example", draw(st.sampled_from(FIRMS)),
+                         draw(statuses), draw(small_scopes), draw(st.sampled_from(TIMES)))
+        for i in range(count)
+    )
+    grants = tuple(
+        model.Grant(f"g{i}-{draw(st.integers(0, 9))}", draw(st.sampled_from(FIRMS)), "a@x.example", COMPANY,
+                    draw(statuses), draw(small_scopes), draw(st.sampled_from(TIMES)))
+        for i in range(draw(st.integers(0, 2)))
+    )
+    return user, reaching(model.Company(COMPANY, delegations, grants), user)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(facts=loaded_facts())
+def test_answers_shared_by_question_equal_direct_answers(shared, direct, facts):
+    user, company = facts
+    assert impact_shapes.question(user, "compte", company) is not None
+    for right in shared.rights:
+        assert shared.answer(user, right, company) == direct.answer(user, right, company), right
+
+
 def test_shipped_policy_is_opaque_so_shapes_are_used(memoised):
     assert memoised.memoizable, memoised.opacity_problems
+    assert memoised.by_question
+
+
+def test_a_question_is_keyed_by_shape_only_for_the_links_the_user_reaches():
+    manager = model.User("m@x.example", 10.0, manages=frozenset({"F"}))
+    other = model.Delegation("d-other", "73282932000074", "o@y.example", "G", "active", frozenset({"compte"}), None)
+    company = model.Company("73282932000074", (other,))
+
+    assert impact_shapes.question(manager, "compte", company) is None
+    assert impact_shapes.question(manager, "compte", reaching(company, manager)) is not None
 
 
 @pytest.mark.parametrize(
@@ -103,8 +160,7 @@ def test_the_memo_never_holds_more_than_its_bound_of_shapes_and_links(asked):
     engine = Engine(ROOT, memo_size=12)
     for user, company, right in asked:
         engine.answer(user, right, company)
-        held = sum(1 + len(c.delegations) + len(c.grants) + len(u.admin_of) + len(u.manages) + len(u.collaborates)
-                   for u, c in engine._memo)
-        assert held <= 12
+        held = sum(weight for weight, _ in engine._memo.values())
+        assert held == engine._memo_weight <= 12
     for user, company, right in asked:
         assert engine.answer(user, right, company) == engine._answer(user, right, company)

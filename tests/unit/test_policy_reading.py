@@ -23,7 +23,7 @@ def edited(file: str, old: str, new: str) -> dict[str, str]:
     return {**SHIPPED, file: SHIPPED[file].replace(old, new)}
 
 
-def test_the_shipped_policy_allows_both_coarsenings():
+def test_the_shipped_policy_allows_every_coarsening():
     assert coarsening(SHIPPED).identifiers_by_equality
     assert coarsening(SHIPPED).one_right_at_a_time
 
@@ -110,3 +110,14 @@ def test_a_draft_changing_a_rule_that_decides_rights_shares_nothing(draft):
 def test_rules_a_decision_about_a_right_never_reaches_do_not_matter(draft):
     Engine(draft)
     assert rights_answered_alike(SHIPPED, draft, RIGHTS) == RIGHTS
+
+
+def test_rule_names_group_like_answers_only_when_allow_asks_holds_right_the_question():
+    assert coarsening(SHIPPED).rule_one_right_at_a_time
+    assert Engine(SHIPPED).by_question
+    # allow no longer reaches holds_right: nothing vouches for how its rule names read scopes
+    sources = edited("policies.polar", "holds_right(user, right, company, _rule)", "company.siret in user.admin_of")
+    found = coarsening(sources)
+
+    assert found.one_right_at_a_time and not found.rule_one_right_at_a_time
+    assert not Engine(sources).by_question
