@@ -25,8 +25,8 @@ Pair = tuple[str, str]  # (email, siret)
 
 
 class _Reading:
-    """One request's view of the store: the data version it answers under, and a read
-    transaction opened only when some answer is not in the cache."""
+    """One request's view of the store: the data version it answers under, read first,
+    and the rows its answers need, read only when some answer is not in the cache."""
 
     def __init__(self, db: Database, stack: ExitStack, seen: object):
         self._db = db
@@ -36,7 +36,7 @@ class _Reading:
 
     def tx(self) -> Tx:
         if self._tx is None:
-            self._tx = self._stack.enter_context(self._db.transaction(write=False))
+            self._tx = self._stack.enter_context(self._db.reading())
         return self._tx
 
 
@@ -208,7 +208,7 @@ class Decisions:
         engine = self.policy()
         moment = self.clock()
         now = moment.timestamp()
-        with self.db.transaction(write=False) as tx:
+        with self.db.reading() as tx:
             user = tx.user_facts(email, now)
             company = tx.company_facts(siret, user) if _linked(user) else model.Company(siret)
             known = tx.company_exists(siret)

@@ -13,8 +13,22 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, literal, select, union_all, update
+from sqlalchemy import (
+    Connection,
+    String,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as SAEngine
@@ -56,37 +70,69 @@ def split_scope(stored: str) -> tuple[str, ...]:
     return tuple(stored.split()) if stored else ()
 
 
-def _among(column, name: str):
-    """``column IN (...)``, the list given at execution as parameter ``name``."""
-    return column.in_(bindparam(name, expanding=True))
+class _Batch:
+    """The statements that read rows for many keys at once, built once (building a
+    select() costs more than running it on an indexed column), in two forms.
+
+    ``IN (...)`` with one placeholder per key, and, for PostgreSQL, one array parameter
+    (``= ANY(...)``). Measured on the national dataset: for one key the array costs about
+    0.1 ms more per query; for the hundred of an ``evaluations`` call, 7 ms against 89 ms
+    (the statement's text no longer changes with the number of keys, so psycopg prepares
+    it, and the planner no longer ANDs two large bitmap scans).
+    """
+
+    def __init__(self, arrays: bool):
+        def among(column, name: str):
+            if arrays:
+                return column == any_(bindparam(name, type_=ARRAY(String)))
+            return column.in_(bindparam(name, expanding=True))
+
+        self.user_roles = union_all(
+            select(company_admins.c.user_email, literal("admin"), company_admins.c.company_siret)
+            .where(among(company_admins.c.user_email, "emails")),
+            select(firms.c.manager_email, literal("manager"), firms.c.siret)
+            .where(among(firms.c.manager_email, "emails")),
+            select(collaborators.c.user_email, literal("collaborator"), collaborators.c.firm_siret)
+            .where(among(collaborators.c.user_email, "emails")),
+        )
+        self.delegations_to_any_firm = select(delegations).where(
+            among(delegations.c.company_siret, "sirets"), delegations.c.firm_siret.is_not(None)
+        )
+        self.delegations_to_firms = select(delegations).where(
+            among(delegations.c.company_siret, "sirets"), among(delegations.c.firm_siret, "firms")
+        )
+        self.grants = select(grants).where(among(grants.c.company_siret, "sirets"))
+        self.grants_to = self.grants.where(among(grants.c.collaborator_email, "people"))
+        self.existing_companies = select(companies.c.siret).where(among(companies.c.siret, "sirets"))
+        self.pending_delegations = select(delegations).where(
+            among(delegations.c.company_siret, "sirets"), delegations.c.status == model.LinkStatus.PENDING
+        ).order_by(delegations.c.id)
 
 
-# The statements of every decision, built once: building a select() costs more than
-# running it on an indexed column.
-_USER_ROLES = union_all(
-    select(company_admins.c.user_email, literal("admin"), company_admins.c.company_siret)
-    .where(_among(company_admins.c.user_email, "emails")),
-    select(firms.c.manager_email, literal("manager"), firms.c.siret)
-    .where(_among(firms.c.manager_email, "emails")),
-    select(collaborators.c.user_email, literal("collaborator"), collaborators.c.firm_siret)
-    .where(_among(collaborators.c.user_email, "emails")),
-)
-_DELEGATIONS_TO_ANY_FIRM = select(delegations).where(
-    _among(delegations.c.company_siret, "sirets"), delegations.c.firm_siret.is_not(None)
-)
-_DELEGATIONS_TO_FIRMS = select(delegations).where(
-    _among(delegations.c.company_siret, "sirets"), _among(delegations.c.firm_siret, "firms")
-)
-_GRANTS = select(grants).where(_among(grants.c.company_siret, "sirets"))
-_GRANTS_TO = _GRANTS.where(_among(grants.c.collaborator_email, "people"))
-_EXISTING_COMPANIES = select(companies.c.siret).where(_among(companies.c.siret, "sirets"))
-_PENDING_DELEGATIONS = select(delegations).where(
-    _among(delegations.c.company_siret, "sirets"), delegations.c.status == model.LinkStatus.PENDING
-).order_by(delegations.c.id)
+_IN_LISTS = _Batch(arrays=False)
+_ARRAYS = _Batch(arrays=True)
+_FEW = 4  # keys up to which IN lists stay faster on PostgreSQL
 _DATA_VERSION = select(data_version.c.version).where(data_version.c.id == 1)
 _API_KEY = select(api_keys.c.name, api_keys.c.role).where(
     api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
 )
+
+
+@contextmanager
+def _failures() -> Iterator[None]:
+    """Turn database failures into the errors callers expect: fail closed, never a 500."""
+    try:
+        yield
+    except IntegrityError as exc:
+        # A unique index refused a row a concurrent call wrote first: nothing was saved.
+        raise Conflict("this change collided with a change made at the same time; try again",
+                       code="concurrent_change") from exc
+    except OperationalError as exc:
+        raise StoreUnavailable("the database is unavailable") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable("the database connection was lost") from exc
+        raise
 
 
 class Database:
@@ -119,40 +165,45 @@ class Database:
 
         Database failures surface as ``StoreUnavailable`` so callers fail closed.
         """
-        try:
-            with self.engine.connect() as conn:
-                if self.is_sqlite:
-                    conn = conn.execution_options(sqlite_immediate=write)
-                transaction = conn.begin()
-                txid = None
-                try:
-                    if write and not self.is_sqlite:
-                        # Remembered so that a COMMIT whose reply is lost can be checked.
-                        txid = conn.exec_driver_sql("SELECT txid_current()").scalar()
-                    yield Tx(conn, self.is_sqlite)
-                except BaseException:
-                    with suppress(Exception):  # the connection may be gone already
-                        transaction.rollback()
+        with _failures(), self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_immediate=write)
+            transaction = conn.begin()
+            txid = None
+            try:
+                if write and not self.is_sqlite:
+                    # Remembered so that a COMMIT whose reply is lost can be checked.
+                    txid = conn.exec_driver_sql("SELECT txid_current()").scalar()
+                yield Tx(conn, self.is_sqlite)
+            except BaseException:
+                with suppress(Exception):  # the connection may be gone already
+                    transaction.rollback()
+                raise
+            try:
+                transaction.commit()
+            except DBAPIError as exc:
+                lost = isinstance(exc, OperationalError) or exc.connection_invalidated
+                if txid is None or not lost:
                     raise
-                try:
-                    transaction.commit()
-                except DBAPIError as exc:
-                    lost = isinstance(exc, OperationalError) or exc.connection_invalidated
-                    if txid is None or not lost:
-                        raise
-                    if self._committed(txid):
-                        return  # the reply was lost, not the change: it is saved
-                    raise
-        except IntegrityError as exc:
-            # A unique index refused a row a concurrent call wrote first: nothing was saved.
-            raise Conflict("this change collided with a change made at the same time; try again",
-                           code="concurrent_change") from exc
-        except OperationalError as exc:
-            raise StoreUnavailable("the database is unavailable") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable("the database connection was lost") from exc
-            raise
+                if self._committed(txid):
+                    return  # the reply was lost, not the change: it is saved
+                raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Tx]:
+        """Yield a ``Tx`` for reads only, each statement seeing what was committed before
+        it began (as in a transaction at PostgreSQL's default isolation, READ COMMITTED).
+
+        On PostgreSQL the statements run without BEGIN and COMMIT, two round trips of the
+        three or four a decision answered from the cache costs; on SQLite, where they cost
+        nothing, this is a read transaction.
+        """
+        if self.is_sqlite:
+            with self.transaction(write=False) as tx:
+                yield tx
+            return
+        with _failures(), self.engine.connect() as conn:
+            yield Tx(conn.execution_options(isolation_level="AUTOCOMMIT"), self.is_sqlite)
 
     def _committed(self, txid: int) -> bool:
         """Ask PostgreSQL, on a fresh connection, whether transaction ``txid`` committed.
@@ -218,6 +269,10 @@ class Tx:
         self.conn = conn
         self.is_sqlite = is_sqlite
 
+    def _batch(self, *lists: list[str]) -> _Batch:
+        """The form of the batch statements for these lists of keys (see ``_Batch``)."""
+        return _IN_LISTS if self.is_sqlite or max(map(len, lists)) <= _FEW else _ARRAYS
+
     def _lock(self, stmt):
         # SQLite serialises writers with BEGIN IMMEDIATE; PostgreSQL needs row locks.
         return stmt if self.is_sqlite else stmt.with_for_update()
@@ -241,7 +296,7 @@ class Tx:
             email: {"admin": set(), "manager": set(), "collaborator": set()} for email in emails
         }
         if emails:
-            for email, role, siret in self.conn.execute(_USER_ROLES, {"emails": emails}):
+            for email, role, siret in self.conn.execute(self._batch(emails).user_roles, {"emails": emails}):
                 roles[email][role].add(siret)
         return {
             email: model.User(
@@ -280,16 +335,18 @@ class Tx:
         firm_list = None if firms is None else _in_list(firms)
         rows: Iterable = ()
         if firm_list is None:
-            rows = self.conn.execute(_DELEGATIONS_TO_ANY_FIRM, {"sirets": sirets})
+            rows = self.conn.execute(self._batch(sirets).delegations_to_any_firm, {"sirets": sirets})
         elif firm_list:
-            rows = self.conn.execute(_DELEGATIONS_TO_FIRMS, {"sirets": sirets, "firms": firm_list})
+            rows = self.conn.execute(self._batch(sirets, firm_list).delegations_to_firms,
+                                     {"sirets": sirets, "firms": firm_list})
         for row in rows:
             links[row.company_siret][0].append(delegation_fact(row))
         if with_grants:
             if collaborators is None:
-                rows = self.conn.execute(_GRANTS, {"sirets": sirets})
+                rows = self.conn.execute(self._batch(sirets).grants, {"sirets": sirets})
             else:
-                rows = self.conn.execute(_GRANTS_TO, {"sirets": sirets, "people": _in_list(collaborators)})
+                people = _in_list(collaborators)
+                rows = self.conn.execute(self._batch(sirets, people).grants_to, {"sirets": sirets, "people": people})
             for row in rows:
                 links[row.company_siret][1].append(grant_fact(row))
         return {
@@ -341,7 +398,8 @@ class Tx:
 
     def existing_companies(self, sirets: Iterable[str]) -> set[str]:
         """Those of ``sirets`` that are registered, in one query."""
-        return {row[0] for row in self.conn.execute(_EXISTING_COMPANIES, {"sirets": _in_list(sirets)})}
+        sirets = _in_list(sirets)
+        return {row[0] for row in self.conn.execute(self._batch(sirets).existing_companies, {"sirets": sirets})}
 
     def insert_company(self, siret: str, name: str, now: datetime) -> None:
         self.conn.execute(insert(companies).values(siret=siret, name=name, created_at=now))
@@ -415,7 +473,8 @@ class Tx:
         wanted = set(pairs)
         found: dict[tuple[str, str], list] = {pair: [] for pair in wanted}
         if wanted:
-            for row in self.conn.execute(_PENDING_DELEGATIONS, {"sirets": _in_list(siret for siret, _ in wanted)}):
+            sirets = _in_list(siret for siret, _ in wanted)
+            for row in self.conn.execute(self._batch(sirets).pending_delegations, {"sirets": sirets}):
                 if (row.company_siret, row.manager_email) in wanted:
                     found[(row.company_siret, row.manager_email)].append(row)
         return found

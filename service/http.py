@@ -107,7 +107,7 @@ def _known_key(digest: str) -> model.ApiKey | None:
     The data version read here is the request's (``seen_version``): decisions answered
     from the cache under it need no second transaction."""
     known = current_app.extensions.setdefault("authz_keys", {"version": None, "keys": {}})
-    with services().db.transaction(write=False) as tx:
+    with services().db.reading() as tx:
         version = g.data_version = tx.data_version()
         if version is None or version != known["version"]:
             known["version"], known["keys"] = version, {}
