@@ -125,6 +125,25 @@ class EvaluationItemSchema(Lenient):
     context = fields.Dict()
 
 
+class EvaluationItems(fields.List):
+    """``List(Nested(EvaluationItemSchema))``, without a schema load per item when every
+    item is made of dicts only, as portals send them (the load would return each as it
+    is, less unknown fields); any other list gets the full load and its exact messages."""
+
+    PARTS = tuple(EvaluationItemSchema._declared_fields)
+
+    def __init__(self, **kwargs):
+        super().__init__(fields.Nested(EvaluationItemSchema), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if type(value) is list and all(
+            type(item) is dict and all(type(item[part]) is dict for part in self.PARTS if part in item)
+            for item in value
+        ):
+            return [{part: dict(item[part]) for part in self.PARTS if part in item} for item in value]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class EvaluationsOptionsSchema(Lenient):
     evaluations_semantic = fields.String(
         load_default="execute_all",
@@ -137,7 +156,7 @@ class EvaluationsRequestSchema(Lenient):
     action = fields.Dict()
     resource = fields.Dict()
     context = fields.Dict()
-    evaluations = fields.List(fields.Nested(EvaluationItemSchema))
+    evaluations = EvaluationItems()
     options = fields.Nested(EvaluationsOptionsSchema, load_default=lambda: {"evaluations_semantic": "execute_all"})
 
 

@@ -518,6 +518,11 @@ class DelegationGraph(RuleBasedStateMachine):
             for right in CHECK_RIGHTS:
                 for company in CHECK_COMPANIES:
                     self._check_decision(user, right, company)
+        # Every question in one batch: the rows of many users and companies read together.
+        asked = [(u, r, c) for u in USERS for r in CHECK_RIGHTS for c in CHECK_COMPANIES]
+        now = self.clock()
+        for (u, r, c), got in zip(asked, self._fresh_decisions().decide_many(asked), strict=True):
+            assert got.allowed == self.ref.holds(u, r, c, now), f"decide_many: {u} {r} {c} {got}"
         everyone = [(u, c) for u in USERS for c in CHECK_COMPANIES]
         actions = self._check_searches(self._fresh_decisions(), everyone, [], [])
         self._check_searches(self._fresh_decisions(), [], [(u, r) for u in USERS for r in CHECK_RIGHTS], [])
