@@ -38,6 +38,10 @@ def json_body() -> dict:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    if b"\\u" not in raw:
+        # Both kinds of unstorable text come only from a \u escape: JSON refuses raw
+        # control characters, and UTF-8 raw surrogates (checked above).
+        return data
     try:
         problem = _unstorable_text(data)
     except RecursionError as exc:

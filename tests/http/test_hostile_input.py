@@ -51,6 +51,14 @@ def test_evaluations_with_a_hostile_string_are_denies_or_400(api, story, bad):
         assert [a["decision"] for a in response.get_json()["evaluations"]] == [True, False, False, False]
 
 
+@pytest.mark.parametrize("raw", [b"\x00", b"\xed\xa0\x80"], ids=["nul-byte", "surrogate-bytes"])
+def test_hostile_characters_sent_as_raw_bytes_are_invalid_json(api, story, raw):
+    # Not escaped: JSON refuses a raw control character in a string, UTF-8 a raw surrogate.
+    body = json.dumps(question(ADMIN, "compte", DUPONT)).encode().replace(b'"compte"', b'"compte' + raw + b'"')
+    response = api.call("POST", "/access/v1/evaluation", key="pep", user=None, data=body)
+    assert assert_error(response, 400)["code"] == "invalid_json"
+
+
 @pytest.mark.parametrize("bad", HOSTILE)
 def test_explain_with_a_hostile_string_is_a_deny_or_400(api, story, bad):
     body = question(MANAGER + bad, "compte" + bad, DUPONT + bad)
