@@ -8,6 +8,7 @@ ends normally and rolls back otherwise. Rows come back as records or policy fact
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -33,7 +34,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError, OperationalError
 
 from authz import model
 from authz.errors import Conflict, StoreUnavailable
@@ -147,13 +148,14 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             engine_options.setdefault("connect_args", {"timeout": 30})
         else:
-            engine_options.setdefault("pool_pre_ping", True)
             engine_options.setdefault("pool_size", 5)
             engine_options.setdefault("max_overflow", 5)
             engine_options.setdefault("pool_timeout", 5)
         self.engine: SAEngine = create_engine(url, **engine_options)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _ping_after_idle(self.engine)
 
     def create_schema(self) -> None:
         """Create missing tables and indexes (idempotent)."""
@@ -237,6 +239,34 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# A pooled connection idle this long is pinged before use (after a database restart,
+# say); one used more recently is not. SQLAlchemy's pool_pre_ping pings at every
+# checkout: one more round trip for every request, 0.15-0.2 ms on PostgreSQL here. Under
+# load, a connection that died less than this ago fails its request instead (503, fail
+# closed), and that failure makes the pool drop every connection made before it.
+# HikariCP's aliveBypassWindowMs is the same idea.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_after_idle(engine: SAEngine) -> None:
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, proxy) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            # As pool_pre_ping does: drop this connection and every older one, retry with a new one.
+            raise InvalidatePoolError("a pooled connection failed its ping") from exc
 
 
 def _configure_sqlite(engine: SAEngine) -> None:

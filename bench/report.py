@@ -270,14 +270,14 @@ def render(r: dict) -> str:
       "evaluations (964 with the finer shapes of `authz/shapes.py`, which keep the identifiers' order and "
       "every scope). What is left is loading the facts of each new (user, company): on SQLite two or three "
       "indexed queries, well under the target; on PostgreSQL each statement is a round trip of 0.15-0.2 ms "
-      "on this machine: the pool's pre-ping, the data version, the user's roles, the company's links to "
-      "them (two queries) and, for a denial, the company check and pending designations. That is most of "
-      "the PostgreSQL cold figure. Dropping `pool_pre_ping` would save one round trip per request, at the "
-      "price of a failed request per worker after a database restart; it is kept.")
+      "on this machine: the data version, the user's roles, the company's links to them (two queries) "
+      "and, for a denial, the company check and pending designations. That is most of the PostgreSQL cold "
+      "figure. (A pooled connection is pinged only after a second idle, not at every checkout as "
+      "`pool_pre_ping` would: that was one more round trip per request.)")
     w("- A warm answer needs one read per request: the API key and data version (that check is what makes "
-      "every process see a write at once; on PostgreSQL one statement outside any transaction, after the "
-      "pool's ping); the body is validated with marshmallow (each worker remembers its loads of the users, "
-      "rights and companies it saw) and two JSON log lines are written (request and decision); the floor "
+      "every process see a write at once; on PostgreSQL one statement outside any transaction); the body "
+      "is validated with marshmallow (each worker remembers its loads of the users, rights and companies "
+      "it saw) and two JSON log lines are written (request and decision); the floor "
       "does none of that. The stream is long-tailed, so each worker meets many pairs for the first time "
       "within a 12 s run; each worker's memo and cache are its own.")
     w("- `evaluations`: the items of a call that miss the cache are loaded together (three queries for the "
@@ -290,7 +290,7 @@ def render(r: dict) -> str:
       "earliest end date of the links behind it), so the repeated calls of section 3 are served from it; "
       "the *first calls* column is the cost of a search that nothing has prepared.")
     w("- Possible next steps (not measured yet): a shared cache of answers across workers and restarts "
-      "(e.g. Redis, versioned by the same data version); fewer round trips for a cold decision on "
+      "(e.g. Redis, versioned by the same data version); one round trip fewer for a cold decision on "
       "PostgreSQL (the links of both kinds in one statement).")
     w("")
     return "\n".join(out)

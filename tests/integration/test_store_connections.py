@@ -1,0 +1,53 @@
+"""PostgreSQL connections that die while pooled: a connection idle for a while is pinged
+before use and replaced transparently; one used a moment ago is not pinged, so its
+death fails one read (``StoreUnavailable``, never an answer), and the pool then drops
+every connection made before, so the next read succeeds."""
+
+from __future__ import annotations
+
+import pytest
+
+from authz import store
+from authz.errors import StoreUnavailable
+from authz.store import Database
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pooled(postgres_url):
+    database = Database(postgres_url)
+    admin = Database(postgres_url)
+    yield database, admin
+    database.dispose()
+    admin.dispose()
+
+
+def _backend(database: Database) -> int:
+    with database.reading() as tx:
+        return tx.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+
+def _terminate(admin: Database, pid: int) -> None:
+    with admin.reading() as tx:
+        assert tx.conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s)", {"pid": pid}).scalar()
+
+
+def test_a_connection_killed_while_idle_is_replaced_without_a_failed_read(pooled, monkeypatch):
+    database, admin = pooled
+    monkeypatch.setattr(store, "PING_AFTER_IDLE_SECONDS", 0.0)  # every pooled connection counts as idle
+    killed = _backend(database)
+    _terminate(admin, killed)
+
+    assert _backend(database) != killed  # pinged, found dead, replaced: the read succeeded
+
+
+def test_a_connection_killed_just_after_use_fails_one_read_then_the_pool_recovers(pooled, monkeypatch):
+    database, admin = pooled
+    monkeypatch.setattr(store, "PING_AFTER_IDLE_SECONDS", 3600.0)  # never pinged
+    killed = _backend(database)
+    _terminate(admin, killed)
+
+    with pytest.raises(StoreUnavailable):
+        _backend(database)
+    assert _backend(database) != killed
