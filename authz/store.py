@@ -19,11 +19,13 @@ from sqlalchemy import (
     String,
     any_,
     bindparam,
+    cast,
     create_engine,
     event,
     func,
     insert,
     literal,
+    null,
     select,
     union_all,
     update,
@@ -104,6 +106,17 @@ class _Batch:
         )
         self.grants = select(grants).where(among(grants.c.company_siret, "sirets"))
         self.grants_to = self.grants.where(among(grants.c.collaborator_email, "people"))
+        # What a decision loads, both kinds of links in one statement (one round trip).
+        self.links_to = union_all(
+            select(literal("delegation").label("kind"), delegations.c.id, delegations.c.company_siret,
+                   delegations.c.manager_email, cast(null(), String).label("collaborator_email"),
+                   delegations.c.firm_siret, delegations.c.status, delegations.c.scope, delegations.c.ends_at)
+            .where(among(delegations.c.company_siret, "sirets"), among(delegations.c.firm_siret, "firms")),
+            select(literal("grant"), grants.c.id, grants.c.company_siret, cast(null(), String),
+                   grants.c.collaborator_email, grants.c.firm_siret, grants.c.status, grants.c.scope,
+                   grants.c.ends_at)
+            .where(among(grants.c.company_siret, "sirets"), among(grants.c.collaborator_email, "people")),
+        )
         self.existing_companies = select(companies.c.siret).where(among(companies.c.siret, "sirets"))
         self.pending_delegations = select(delegations).where(
             among(delegations.c.company_siret, "sirets"), delegations.c.status == model.LinkStatus.PENDING
@@ -363,6 +376,15 @@ class Tx:
         if not sirets:
             return {}
         firm_list = None if firms is None else _in_list(firms)
+        if firm_list and with_grants and collaborators is not None:
+            people = _in_list(collaborators)
+            statement = self._batch(sirets, firm_list, people).links_to
+            for row in self.conn.execute(statement, {"sirets": sirets, "firms": firm_list, "people": people}):
+                if row.kind == "delegation":
+                    links[row.company_siret][0].append(delegation_fact(row))
+                else:
+                    links[row.company_siret][1].append(grant_fact(row))
+            return _companies(links)
         rows: Iterable = ()
         if firm_list is None:
             rows = self.conn.execute(self._batch(sirets).delegations_to_any_firm, {"sirets": sirets})
@@ -379,10 +401,7 @@ class Tx:
                 rows = self.conn.execute(self._batch(sirets, people).grants_to, {"sirets": sirets, "people": people})
             for row in rows:
                 links[row.company_siret][1].append(grant_fact(row))
-        return {
-            siret: model.Company(siret=siret, delegations=tuple(dels), grants=tuple(grs))
-            for siret, (dels, grs) in links.items()
-        }
+        return _companies(links)
 
     def companies_reaching(self, user: model.User) -> list[str]:
         """Every company linked to ``user`` (as admin, manager or grantee), sorted."""
@@ -724,6 +743,13 @@ class Tx:
 
 
 # ---- row -> fact -----------------------------------------------------------------------
+
+
+def _companies(links: dict[str, tuple[list, list]]) -> dict[str, model.Company]:
+    return {
+        siret: model.Company(siret=siret, delegations=tuple(found), grants=tuple(granted))
+        for siret, (found, granted) in links.items()
+    }
 
 
 def delegation_fact(row) -> model.Delegation:

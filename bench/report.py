@@ -270,9 +270,9 @@ def render(r: dict) -> str:
       "evaluations (964 with the finer shapes of `authz/shapes.py`, which keep the identifiers' order and "
       "every scope). What is left is loading the facts of each new (user, company): on SQLite two or three "
       "indexed queries, well under the target; on PostgreSQL each statement is a round trip of 0.15-0.2 ms "
-      "on this machine: the data version, the user's roles, the company's links to them (two queries) "
-      "and, for a denial, the company check and pending designations. That is most of the PostgreSQL cold "
-      "figure. (A pooled connection is pinged only after a second idle, not at every checkout as "
+      "on this machine: the data version, the user's roles, the company's links to them (delegations and "
+      "grants in one statement) and, for a denial, the company check and pending designations. That is "
+      "most of the PostgreSQL cold figure. (A pooled connection is pinged only after a second idle, not at every checkout as "
       "`pool_pre_ping` would: that was one more round trip per request.)")
     w("- A warm answer needs one read per request: the API key and data version (that check is what makes "
       "every process see a write at once; on PostgreSQL one statement outside any transaction); the body "
@@ -290,8 +290,7 @@ def render(r: dict) -> str:
       "earliest end date of the links behind it), so the repeated calls of section 3 are served from it; "
       "the *first calls* column is the cost of a search that nothing has prepared.")
     w("- Possible next steps (not measured yet): a shared cache of answers across workers and restarts "
-      "(e.g. Redis, versioned by the same data version); one round trip fewer for a cold decision on "
-      "PostgreSQL (the links of both kinds in one statement).")
+      "(e.g. Redis, versioned by the same data version).")
     w("")
     return "\n".join(out)
 
