@@ -272,8 +272,8 @@ def render(r: dict) -> str:
       "indexed queries, well under the target; on PostgreSQL each statement is a round trip of 0.15-0.2 ms "
       "on this machine: the data version, the user's roles, the company's links to them (delegations and "
       "grants in one statement) and, for a denial, the company check and pending designations. That is "
-      "most of the PostgreSQL cold figure. (A pooled connection is pinged only after a second idle, not at every checkout as "
-      "`pool_pre_ping` would: that was one more round trip per request.)")
+      "most of the PostgreSQL cold figure. (A pooled connection is pinged only after a second idle, not "
+      "at every checkout as `pool_pre_ping` would: that was one more round trip per request.)")
     w("- A warm answer needs one read per request: the API key and data version (that check is what makes "
       "every process see a write at once; on PostgreSQL one statement outside any transaction); the body "
       "is validated with marshmallow (each worker remembers its loads of the users, rights and companies "
