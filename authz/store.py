@@ -209,9 +209,9 @@ class Database:
         """Yield a ``Tx`` for reads only, each statement seeing what was committed before
         it began (as in a transaction at PostgreSQL's default isolation, READ COMMITTED).
 
-        On PostgreSQL the statements run without BEGIN and COMMIT, two round trips of the
-        three or four a decision answered from the cache costs; on SQLite, where they cost
-        nothing, this is a read transaction.
+        On PostgreSQL the statements run without BEGIN and COMMIT: a decision answered from
+        the cache then costs one round trip (the data version) instead of three; on SQLite,
+        where they cost nothing, this is a read transaction.
         """
         if self.is_sqlite:
             with self.transaction(write=False) as tx:

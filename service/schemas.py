@@ -130,7 +130,7 @@ class EvaluationItems(fields.List):
     item is made of dicts only, as portals send them (the load would return each as it
     is, less unknown fields); any other list gets the full load and its exact messages."""
 
-    PARTS = tuple(EvaluationItemSchema._declared_fields)
+    PARTS = tuple(EvaluationItemSchema().fields)
 
     def __init__(self, **kwargs):
         super().__init__(fields.Nested(EvaluationItemSchema), **kwargs)
