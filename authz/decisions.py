@@ -26,13 +26,16 @@ Pair = tuple[str, str]  # (email, siret)
 
 class _Reading:
     """One request's view of the store: the data version it answers under, read first,
-    and the rows its answers need, read only when some answer is not in the cache."""
+    and the rows its answers need, read only when some answer is not in the cache.
+
+    The rows are read after the version, so never older than it: an answer stored under
+    a version never comes from the rows before a change that bumped it."""
 
     def __init__(self, db: Database, stack: ExitStack, seen: object):
         self._db = db
         self._stack = stack
         self._tx: Tx | None = None
-        self.version = self.tx().data_version() if seen is UNREAD else seen
+        self.version = db.data_version() if seen is UNREAD else seen
 
     def tx(self) -> Tx:
         if self._tx is None:

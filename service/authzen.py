@@ -7,7 +7,7 @@ import binascii
 import bisect
 from functools import lru_cache
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
 from authz.identifiers import normalize_email
@@ -81,6 +81,7 @@ def _answers(questions: list, stop_on: bool | None = None) -> list[dict]:
 
 
 def _versioned(payload: dict, status: int = 200):
+    g.answered = payload  # what service/observability.py counts and logs
     response = jsonify(payload)
     response.status_code = status
     response.headers["X-Authz-Policy-Version"] = services().policy().version

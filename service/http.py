@@ -38,6 +38,7 @@ def json_body() -> dict:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    g.json_body = data  # for the request's log lines: the body is parsed once
     if b"\\u" not in raw:
         # Both kinds of unstorable text come only from a \u escape: JSON refuses raw
         # control characters, and UTF-8 raw surrogates (checked above).
@@ -109,17 +110,18 @@ def _known_key(digest: str) -> model.ApiKey | None:
     (creating or revoking a key bumps it, so a revoked key fails at once).
 
     The data version read here is the request's (``seen_version``): decisions answered
-    from the cache under it need no second transaction."""
+    from the cache under it need no other read."""
     known = current_app.extensions.setdefault("authz_keys", {"version": None, "keys": {}})
-    with services().db.reading() as tx:
-        version = g.data_version = tx.data_version()
-        if version is None or version != known["version"]:
-            known["version"], known["keys"] = version, {}
-        key = known["keys"].get(digest)
-        if key is None:
+    db = services().db
+    version = g.data_version = db.data_version()
+    if version is None or version != known["version"]:
+        known["version"], known["keys"] = version, {}
+    key = known["keys"].get(digest)
+    if key is None:
+        with db.reading() as tx:
             key = tx.api_key_by_hash(digest)
-            if key is not None and version is not None and len(known["keys"]) < 1000:
-                known["keys"][digest] = key  # only real keys: guesses must not fill it
+        if key is not None and version is not None and len(known["keys"]) < 1000:
+            known["keys"][digest] = key  # only real keys: guesses must not fill it
     return key
 
 

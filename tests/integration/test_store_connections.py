@@ -1,7 +1,8 @@
 """PostgreSQL connections that die while pooled: a connection idle for a while is pinged
 before use and replaced transparently; one used a moment ago is not pinged, so its
 death fails one read (``StoreUnavailable``, never an answer), and the pool then drops
-every connection made before, so the next read succeeds."""
+every connection made before, so the next read succeeds. The data version read that
+every request makes, which skips SQLAlchemy's Connection, fails closed and recovers too."""
 
 from __future__ import annotations
 
@@ -50,4 +51,26 @@ def test_a_connection_killed_just_after_use_fails_one_read_then_the_pool_recover
 
     with pytest.raises(StoreUnavailable):
         _backend(database)
+    assert _backend(database) != killed
+
+
+def test_the_version_read_on_a_connection_killed_while_idle_is_replaced_without_a_failure(pooled, monkeypatch):
+    database, admin = pooled
+    monkeypatch.setattr(store, "PING_AFTER_IDLE_SECONDS", 0.0)
+    version = database.data_version()
+    _terminate(admin, _backend(database))  # the pool's one connection, which the version read uses
+
+    assert database.data_version() == version
+
+
+def test_the_version_read_on_a_connection_killed_just_after_use_fails_once_then_recovers(pooled, monkeypatch):
+    database, admin = pooled
+    monkeypatch.setattr(store, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    version = database.data_version()
+    killed = _backend(database)
+    _terminate(admin, killed)
+
+    with pytest.raises(StoreUnavailable):
+        database.data_version()  # never a version read from nowhere: the request fails closed
+    assert database.data_version() == version
     assert _backend(database) != killed

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from datetime import UTC, datetime
 
 import pytest
 
 from authz import tokens
 from service.app import create_app
 from service.config import ConfigError, from_env
+from service.observability import JsonLines
 from tests.http.conftest import SECRETS, Api, question
 from tests.support import ADMIN, CABINET, DUPONT, MANAGER, ROOT, STRANGER
 
@@ -170,3 +173,21 @@ def test_log_levels_default_to_info():
 def test_an_unknown_level_is_a_config_error_naming_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         from_env({"AUTHZ_POLICY_DIR": str(ROOT), name: value})
+
+
+def test_a_line_carries_its_extra_fields_and_any_traceback_as_json():
+    formatter = JsonLines()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("authz.test").makeRecord(
+            "authz.test", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info(),
+            extra={"request_id": "r-1", "at": datetime(2026, 3, 2, tzinfo=UTC), "name_é": "é"},
+        )
+    line = json.loads(formatter.format(record))
+    assert (line["level"], line["logger"], line["message"]) == ("ERROR", "authz.test", "failed here")
+    assert line["request_id"] == "r-1" and line["name_é"] == "é"
+    assert line["at"] == "2026-03-02 00:00:00+00:00"  # what JSON cannot hold is written as text
+    assert "ValueError: boom" in line["exc_info"] and "Traceback" in line["exc_info"]
+    assert datetime.fromisoformat(line["time"]).tzinfo is not None
+    assert "args" not in line and "msg" not in line and "exc_text" not in line  # a record's own attributes stay out
