@@ -180,6 +180,11 @@ def configure_logging(level: int) -> None:
     Records still propagate to the root logger, which gunicorn leaves without handlers
     (so each event is written once) and where test tools such as ``caplog`` listen.
     """
+    # No line in this process shows a record's thread, process name or calling frame
+    # (gunicorn's show the pid, kept): skip collecting them, as the logging HOWTO's
+    # "Optimization" section suggests. About a fifth of a line's cost.
+    logging.logThreads = logging.logMultiprocessing = False
+    logging._srcfile = None
     logger = logging.getLogger("authz")
     if not any(isinstance(handler, _CurrentStderr) for handler in logger.handlers):
         handler = _CurrentStderr()
