@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from authz import model
 from authz.answers import AnswerCache, Entry, Found, horizon
 from authz.engine import Engine, preferred_rule
-from authz.store import Database, Tx, delegation_fact, reaching
+from authz.store import Database, Tx, reaching
 from authz.tables import utcnow
 
 # ``seen`` when the caller has not read the data version for this request.
@@ -143,15 +143,13 @@ class Decisions:
         return None
 
     def _explain_denials(self, reading: _Reading, engine: Engine, denied: list[tuple[Entry, str, str]]) -> None:
-        """Give each denial its reason (kept in its entry), the rows for all in two queries."""
+        """Give each denial its reason (kept in its entry), the rows for all in one query."""
         missing = [(entry, right, siret) for entry, right, siret in denied if right not in entry.reasons]
         if not missing:
             return
-        tx = reading.tx()
-        known = tx.existing_companies({siret for _, _, siret in missing})
-        pending = tx.pending_delegations_among({(siret, entry.user.email) for entry, _, siret in missing})
+        known, pending = reading.tx().denial_facts({(siret, entry.user.email) for entry, _, siret in missing})
         for entry, right, siret in missing:
-            waiting = [delegation_fact(row) for row in pending[(siret, entry.user.email)]]
+            waiting = pending[(siret, entry.user.email)]
             broken = _diagnose(engine, entry.user, right, entry.company, siret in known, waiting)
             entry.reasons[right] = broken.detail or "denied"
 
@@ -214,8 +212,8 @@ class Decisions:
         with self.db.reading() as tx:
             user = tx.user_facts(email, now)
             company = tx.company_facts(siret, user) if _linked(user) else model.Company(siret)
-            known = tx.company_exists(siret)
-            pending = [delegation_fact(row) for row in tx.pending_delegations_among([(siret, email)])[(siret, email)]]
+            known_sirets, pending_of = tx.denial_facts([(siret, email)])
+        known, pending = siret in known_sirets, pending_of[(siret, email)]
         company_link = model.Link("company", siret, holds=known, detail=None if known else "unknown_company")
         if engine.allows(user, right, company):
             rule = preferred_rule(engine.rules_granting(user, right, company))

@@ -117,10 +117,18 @@ class _Batch:
                    grants.c.ends_at)
             .where(among(grants.c.company_siret, "sirets"), among(grants.c.collaborator_email, "people")),
         )
-        self.existing_companies = select(companies.c.siret).where(among(companies.c.siret, "sirets"))
-        self.pending_delegations = select(delegations).where(
-            among(delegations.c.company_siret, "sirets"), delegations.c.status == model.LinkStatus.PENDING
-        ).order_by(delegations.c.id)
+        # What explains a denial, in one statement: the companies that exist, and their
+        # pending designations (the first SELECT's columns type the result's).
+        self.denial_facts = union_all(
+            select(literal("pending").label("kind"), delegations.c.id, delegations.c.company_siret,
+                   delegations.c.manager_email, delegations.c.firm_siret, delegations.c.status,
+                   delegations.c.scope, delegations.c.ends_at)
+            .where(among(delegations.c.company_siret, "sirets"),
+                   delegations.c.status == model.LinkStatus.PENDING),
+            select(literal("company"), cast(null(), String), companies.c.siret, cast(null(), String),
+                   cast(null(), String), cast(null(), String), cast(null(), String), null())
+            .where(among(companies.c.siret, "sirets")),
+        ).order_by("kind", "id")
 
 
 _IN_LISTS = _Batch(arrays=False)
@@ -480,10 +488,22 @@ class Tx:
         query = select(companies.c.siret).where(companies.c.siret == siret)
         return self.conn.execute(self._lock(query) if lock else query).first() is not None
 
-    def existing_companies(self, sirets: Iterable[str]) -> set[str]:
-        """Those of ``sirets`` that are registered, in one query."""
-        sirets = _in_list(sirets)
-        return {row[0] for row in self.conn.execute(self._batch(sirets).existing_companies, {"sirets": sirets})}
+    def denial_facts(
+        self, pairs: Iterable[tuple[str, str]]
+    ) -> tuple[set[str], dict[tuple[str, str], list[model.Delegation]]]:
+        """For (siret, e-mail) pairs, in one query: which companies are registered, and
+        the pending designations of each company to each e-mail (oldest first)."""
+        wanted = set(pairs)
+        pending: dict[tuple[str, str], list[model.Delegation]] = {pair: [] for pair in wanted}
+        known: set[str] = set()
+        if wanted:
+            sirets = _in_list(siret for siret, _ in wanted)
+            for row in self.conn.execute(self._batch(sirets).denial_facts, {"sirets": sirets}):
+                if row.kind == "company":
+                    known.add(row.company_siret)
+                elif (row.company_siret, row.manager_email) in wanted:
+                    pending[(row.company_siret, row.manager_email)].append(delegation_fact(row))
+        return known, pending
 
     def insert_company(self, siret: str, name: str, now: datetime) -> None:
         self.conn.execute(insert(companies).values(siret=siret, name=name, created_at=now))
@@ -551,17 +571,6 @@ class Tx:
             delegations.c.status == model.LinkStatus.PENDING,
         )
         return list(self.conn.execute(self._lock(query) if lock else query))
-
-    def pending_delegations_among(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list]:
-        """``pending_delegations_for`` for several (siret, manager e-mail) pairs, in one query."""
-        wanted = set(pairs)
-        found: dict[tuple[str, str], list] = {pair: [] for pair in wanted}
-        if wanted:
-            sirets = _in_list(siret for siret, _ in wanted)
-            for row in self.conn.execute(self._batch(sirets).pending_delegations, {"sirets": sirets}):
-                if (row.company_siret, row.manager_email) in wanted:
-                    found[(row.company_siret, row.manager_email)].append(row)
-        return found
 
     def active_delegation(self, siret: str, firm_siret: str, lock: bool = False):
         query = select(delegations).where(
