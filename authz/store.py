@@ -36,7 +36,14 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InvalidatePoolError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from authz import model
 from authz.errors import Conflict, StoreUnavailable
@@ -151,6 +158,10 @@ def _failures() -> Iterator[None]:
                        code="concurrent_change") from exc
     except OperationalError as exc:
         raise StoreUnavailable("the database is unavailable") from exc
+    except PoolTimeout as exc:
+        # Every connection of the pool stayed busy for pool_timeout: more requests at once
+        # than connections (threads), or a database that answers too slowly.
+        raise StoreUnavailable("no database connection came free in time") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise StoreUnavailable("the database connection was lost") from exc
