@@ -8,6 +8,10 @@ from pathlib import Path
 
 TARGET_SIZE = "national"
 TARGET_BACKEND = "postgres"
+# Measured apart from this benchmark, which has no switch for the decision log.
+LOG_COST = ("The decision log lines are about 40% of a warm call of 100 items (measured in process, not by "
+            "this benchmark: the first 50 calls of this stream on SQLite at e8aaa6c, 7 rounds alternating, "
+            "8.6 ms a call with `AUTHZ_DECISION_LOG_LEVEL=DEBUG`, 15.0 ms at the default INFO).")
 
 
 def _f(value: float, digits: int = 1) -> str:
@@ -258,6 +262,10 @@ def render(r: dict) -> str:
       "floor, opens a new TCP connection; wrk reconnects.")
     w("- The load generator shares the 2 cores with the workers, as the task asks; ratios to the floor "
       "factor that out, absolute figures do not.")
+    w("- Cold figures (sections 4 and 5) depend on what the database and the operating system have cached: "
+      "the first run after a dataset is loaded reads more from disk. On 2026-11-28, the same code gave a "
+      "PostgreSQL cold p50 of 5.4 ms in such a first run and 2.3 ms in the next; compare runs made in the "
+      "same order.")
     w("- Datasets are cached in `var/bench/` (SQLite files) and PostgreSQL databases `authz_bench_<size>`; "
       "a marker (size, seed, dataset version) decides reuse, and a reused database is first migrated to the "
       "newest schema revision. PostgreSQL is ANALYZEd after a load.")
@@ -270,23 +278,22 @@ def render(r: dict) -> str:
       "evaluations, counted in process outside this benchmark (964 with the finer shapes of "
       "`authz/shapes.py`, which keep the identifiers' order and "
       "every scope). What is left is loading the facts of each new (user, company): on SQLite the same few "
-      "indexed queries, well under the target; on PostgreSQL each statement is a round trip of 0.15-0.2 ms "
-      "on this machine: the data version, the user's roles, the company's links to them (delegations and "
-      "grants in one statement) and, for a denial, the company check and pending designations. That is "
+      "indexed queries; on PostgreSQL each statement is a round trip: the data "
+      "version, the user's roles, the company's links to them (delegations and grants in one statement) "
+      "and, for a denial, one more (the company check and pending designations in one statement). That is "
       "most of the PostgreSQL cold figure. (A pooled connection is pinged only after a second idle, not "
       "at every checkout as `pool_pre_ping` would: that was one more round trip per request.)")
-    w("- A warm answer needs one read per request: the API key and data version (that check is what makes "
-      "every process see a write at once; on PostgreSQL one statement outside any transaction); the body "
-      "is validated with marshmallow (each worker remembers its loads of the users, rights and companies "
-      "it saw) and two JSON log lines are written (request and decision); the floor "
-      "does none of that. The stream is long-tailed, so each worker meets many pairs for the first time "
-      "within a 12 s run; each worker's memo and cache are its own.")
+    w("- A warm answer needs one read per request: the data version (that check is what makes every "
+      "process see a write at once; one statement on a pooled driver connection, outside any transaction, "
+      "SQLAlchemy's Connection skipped; the API key is remembered per worker under that version). Then the "
+      "body is validated with marshmallow (each worker remembers its loads of the users, rights and "
+      "companies it saw) and two JSON log lines are written (request and decision); the floor does none "
+      "of that. The stream is long-tailed, so each worker meets many pairs for the first time within a "
+      "12 s run; each worker's memo and cache are its own.")
     w("- `evaluations`: the items of a call that miss the cache are loaded together (three queries for the "
-      "whole batch, two more for the reasons of its denials; on PostgreSQL with one array parameter per "
+      "whole batch, one more for the reasons of its denials; on PostgreSQL with one array parameter per "
       "list of keys, 7 ms instead of 89 ms for a hundred questions); what is left per item is the "
-      "validation, a memo lookup and one decision log line. The decision log lines are about half the time "
-      "of a warm call of 100 items (measured once in process over this stream, not by this benchmark: "
-      "3.6 ms a call with `AUTHZ_DECISION_LOG_LEVEL=DEBUG`, 7.3 ms at the default INFO).")
+      "validation, a memo lookup and one decision log line. " + LOG_COST)
     w("- Searches: a result is kept per process under the same rules as an answer (policy and data version, "
       "earliest end date of the links behind it), so the repeated calls of section 3 are served from it; "
       "the *first calls* column is the cost of a search that nothing has prepared.")
