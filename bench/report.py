@@ -263,9 +263,9 @@ def render(r: dict) -> str:
     w("- The load generator shares the 2 cores with the workers, as the task asks; ratios to the floor "
       "factor that out, absolute figures do not.")
     w("- Cold figures (sections 4 and 5) depend on what the database and the operating system have cached: "
-      "the first run after a dataset is loaded reads more from disk. On 2026-11-28, the same code gave a "
-      "PostgreSQL cold p50 of 5.4 ms in such a first run and 2.3 ms in the next; compare runs made in the "
-      "same order.")
+      "the first run after a dataset is loaded reads more from disk. On 2026-11-28, a304cce gave a "
+      "PostgreSQL cold p50 of 5.4 ms in such a first run, and e8aaa6c (which only adds an error mapping "
+      "off the decision path) 2.3 ms two runs later; compare runs made in the same order.")
     w("- Datasets are cached in `var/bench/` (SQLite files) and PostgreSQL databases `authz_bench_<size>`; "
       "a marker (size, seed, dataset version) decides reuse, and a reused database is first migrated to the "
       "newest schema revision. PostgreSQL is ANALYZEd after a load.")

@@ -14,11 +14,10 @@ def starved(db):
     """A second handle on the test database whose pools hold one connection, taken."""
     url = db.engine.url.render_as_string(hide_password=False)
     database = Database(url, pool_size=1, max_overflow=0, pool_timeout=0.2)
-    held = [database.engine.connect(), database.reader.connect() if database.reader is not database.engine else None]
+    held = [engine.connect() for engine in {database.engine, database.reader}]  # one engine on SQLite
     yield database
     for connection in held:
-        if connection is not None:
-            connection.close()
+        connection.close()
     database.dispose()
 
 
