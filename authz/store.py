@@ -235,9 +235,10 @@ class Database:
         """Yield a ``Tx`` for reads only, each statement seeing what was committed before
         it began (as in a transaction at PostgreSQL's default isolation, READ COMMITTED).
 
-        On PostgreSQL the statements run without BEGIN and COMMIT: a decision answered from
-        the cache then costs one round trip (the data version) instead of three; on SQLite,
-        where they cost nothing, this is a read transaction.
+        On PostgreSQL the statements run without BEGIN and COMMIT, on the reading pool made
+        in autocommit mode: one round trip each, nothing more. On SQLite, where BEGIN and
+        COMMIT cost nothing, this is a read transaction. An answer from the cache needs
+        none of this, only ``data_version``.
         """
         if self.is_sqlite:
             with self.transaction(write=False) as tx:
