@@ -27,11 +27,14 @@ from authz import model
 
 @dataclass
 class Entry:
-    """Answers for one (user, company), computed right by right from the facts kept here."""
+    """Answers for one (user, company), computed right by right from the facts kept here,
+    and the facts a denial's reason needs besides, read with them."""
 
     user: model.User
     company: model.Company
     valid_until: float
+    registered: bool  # the company is registered
+    pending: tuple[model.Delegation, ...]  # its designations to the user's e-mail still pending
     rules: dict[str, str | None] = field(default_factory=dict)  # right -> granting rule or None
     reasons: dict[str, str] = field(default_factory=dict)  # deny reasons, filled on demand
 
@@ -85,6 +88,10 @@ class _Lru:
             self.weight -= self.weigh(evicted)
 
 
+def _weight(entry: Entry) -> int:
+    return 1 + len(entry.company.delegations) + len(entry.company.grants) + len(entry.pending)
+
+
 class AnswerCache:
     def __init__(self, size: int = 50_000, max_age: float = 300.0):
         self.max_age = max_age
@@ -92,7 +99,7 @@ class AnswerCache:
         # Both are bounded by what they hold: an answer weighs one plus the links of its
         # facts (a company with a long history is a big entry), a search result one plus
         # its items.
-        self._answers = _Lru(size, weigh=lambda entry: 1 + len(entry.company.delegations) + len(entry.company.grants))
+        self._answers = _Lru(size, weigh=_weight)
         self._searches = _Lru(size, weigh=lambda found: 1 + len(found.items))
         self._lock = threading.Lock()
         self.hits = 0

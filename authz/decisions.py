@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from authz import model
 from authz.answers import AnswerCache, Entry, Found, horizon
 from authz.engine import Engine, preferred_rule
-from authz.store import Database, Tx, reaching
+from authz.store import Database, Tx
 from authz.tables import utcnow
 
 # ``seen`` when the caller has not read the data version for this request.
@@ -75,7 +75,7 @@ class Decisions:
             yield reading, self.cache.sync((engine.version, version))
 
     def _entries(self, reading: _Reading, generation: tuple, pairs: Iterable[Pair], now: float) -> dict[Pair, Entry]:
-        """The cache entry of every pair; the missing ones loaded together, in three queries."""
+        """The cache entry of every pair; the missing ones loaded together, in one query."""
         found: dict[Pair, Entry] = {}
         missing: list[Pair] = []
         for pair in dict.fromkeys(pairs):
@@ -86,16 +86,11 @@ class Decisions:
                 found[pair] = entry
         if not missing:
             return found
-        tx = reading.tx()
-        users = tx.users_facts({email for email, _ in missing}, now)
-        firms = {firm for user in users.values() for firm in user.manages | user.collaborates}
-        # A user with no link at all reaches no company's links: no rows to load for them.
-        linked = [(email, siret) for email, siret in missing if _linked(users[email])]
-        companies = tx.companies_facts({siret for _, siret in linked}, firms=firms,
-                                       collaborators={email for email, _ in linked})
+        facts = reading.tx().decision_facts(missing, now)
         for email, siret in missing:
-            company = reaching(companies.get(siret, model.Company(siret)), users[email])
-            entry = found[(email, siret)] = Entry(users[email], company, horizon(company, now, self.cache.max_age))
+            user, company, registered, pending = facts.of(email, siret)
+            entry = found[(email, siret)] = Entry(user, company, horizon(company, now, self.cache.max_age),
+                                                  registered, pending)
             self.cache.put((email, siret), entry, generation)
         return found
 
@@ -122,8 +117,8 @@ class Decisions:
                 if stop_on is not None and (rules[-1] is not None) is stop_on:
                     break
             asked = questions[: len(rules)]
-            self._explain_denials(reading, engine, [
-                (entries[(email, siret)], right, siret)
+            self._explain_denials(engine, [
+                (entries[(email, siret)], right)
                 for (email, right, siret), rule in zip(asked, rules, strict=True)
                 if rule is None and right in engine.rights
             ])
@@ -136,22 +131,18 @@ class Decisions:
 
     def _unknown_right(self, tx: Tx, engine: Engine, email: str, right: str, siret: str, now: float) -> str | None:
         """Not a right of the policy: ask the entry rule directly, never from the cache."""
-        user = tx.user_facts(email, now)
-        company = tx.company_facts(siret, user) if _linked(user) else model.Company(siret)
+        user, company, _, _ = tx.decision_facts([(email, siret)], now).of(email, siret)
         if engine.allows(user, right, company):
             return preferred_rule(engine.rules_granting(user, right, company))
         return None
 
-    def _explain_denials(self, reading: _Reading, engine: Engine, denied: list[tuple[Entry, str, str]]) -> None:
-        """Give each denial its reason (kept in its entry), the rows for all in one query."""
-        missing = [(entry, right, siret) for entry, right, siret in denied if right not in entry.reasons]
-        if not missing:
-            return
-        known, pending = reading.tx().denial_facts({(siret, entry.user.email) for entry, _, siret in missing})
-        for entry, right, siret in missing:
-            waiting = pending[(siret, entry.user.email)]
-            broken = _diagnose(engine, entry.user, right, entry.company, siret in known, waiting)
-            entry.reasons[right] = broken.detail or "denied"
+    @staticmethod
+    def _explain_denials(engine: Engine, denied: list[tuple[Entry, str]]) -> None:
+        """Give each denial its reason, kept in its entry (from facts the entry holds)."""
+        for entry, right in denied:
+            if right not in entry.reasons:
+                broken = _diagnose(engine, entry.user, right, entry.company, entry.registered, entry.pending)
+                entry.reasons[right] = broken.detail or "denied"
 
     def resources(self, email: str, right: str, seen: object = UNREAD) -> list[str]:
         """The companies on which ``email`` holds ``right``, sorted by SIRET."""
@@ -210,10 +201,7 @@ class Decisions:
         moment = self.clock()
         now = moment.timestamp()
         with self.db.reading() as tx:
-            user = tx.user_facts(email, now)
-            company = tx.company_facts(siret, user) if _linked(user) else model.Company(siret)
-            known_sirets, pending_of = tx.denial_facts([(siret, email)])
-        known, pending = siret in known_sirets, pending_of[(siret, email)]
+            user, company, known, pending = tx.decision_facts([(email, siret)], now).of(email, siret)
         company_link = model.Link("company", siret, holds=known, detail=None if known else "unknown_company")
         if engine.allows(user, right, company):
             rule = preferred_rule(engine.rules_granting(user, right, company))
@@ -221,10 +209,6 @@ class Decisions:
             return model.Explanation(model.Decision(True, rule), rule, chain)
         broken = _diagnose(engine, user, right, company, known, pending)
         return model.Explanation(model.Decision(False, broken.detail or "denied"), None, (company_link,), broken)
-
-
-def _linked(user: model.User) -> bool:
-    return bool(user.admin_of or user.manages or user.collaborates)
 
 
 def _rule(engine: Engine, entry: Entry, right: str) -> str | None:
@@ -289,7 +273,7 @@ def _diagnose(
     right: str,
     company: model.Company,
     known: bool,
-    pending: list[model.Delegation],
+    pending: tuple[model.Delegation, ...],
 ) -> model.Link:
     """Find the first broken link on the most promising path to ``right``.
 

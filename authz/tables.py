@@ -130,6 +130,14 @@ delegations = Table(
         sqlite_where=text("status = 'active'"),
         postgresql_where=text("status = 'active'"),
     ),
+    # the pending designations of a company to an e-mail (a denial's reason, activation)
+    Index(
+        "ix_delegations_pending_manager",
+        "manager_email",
+        "company_siret",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
 )
 
 grants = Table(

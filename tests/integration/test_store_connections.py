@@ -74,3 +74,17 @@ def test_the_version_read_on_a_connection_killed_just_after_use_fails_once_then_
         database.data_version()  # never a version read from nowhere: the request fails closed
     assert database.data_version() == version
     assert _backend(database) != killed
+
+
+def test_a_decisions_facts_read_on_a_connection_killed_just_after_use_fails_once_then_recovers(pooled, monkeypatch):
+    """The read a decision makes when its answer is not cached runs on the driver's cursor."""
+    database, admin = pooled
+    monkeypatch.setattr(store, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    killed = _backend(database)
+    _terminate(admin, killed)
+
+    with pytest.raises(StoreUnavailable), database.reading() as tx:
+        tx.decision_facts([("ana@example.org", "10000000000016")], 0.0)
+    with database.reading() as tx:
+        assert tx.decision_facts([("ana@example.org", "10000000000016")], 0.0).registered == frozenset()
+    assert _backend(database) != killed

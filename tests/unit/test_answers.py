@@ -8,7 +8,7 @@ COMPANY = model.Company("10000000000016")
 
 
 def entry(valid_until: float = 100.0) -> Entry:
-    return Entry(USER, COMPANY, valid_until)
+    return Entry(USER, COMPANY, valid_until, registered=True, pending=())
 
 
 def test_an_answer_is_served_until_its_horizon_only():
