@@ -131,7 +131,7 @@ class _Batch:
         )
         self.grants = select(grants).where(among(grants.c.company_siret, "sirets"))
         self.grants_to = self.grants.where(among(grants.c.collaborator_email, "people"))
-        # What a decision loads, both kinds of links in one statement (one round trip).
+        # The links of companies to some firms and people, both kinds in one statement.
         self.links_to = union_all(
             select(literal("delegation").label("kind"), delegations.c.id, delegations.c.company_siret,
                    delegations.c.manager_email, cast(null(), String).label("collaborator_email"),
@@ -144,10 +144,11 @@ class _Batch:
         )
         # What a decision loads about (user, company) pairs, in one statement (one round
         # trip): the links of the companies to the firms of those users and to those users,
-        # each company's pending designations to those e-mails and whether it is registered
-        # (the reason of a denial), and each user's roles. The delegation arm comes first: it
-        # types the result's columns (ends_at is a date). Links to another user's firm of
-        # the same batch come along; ``reaching`` drops them.
+        # each company's pending designations and whether it is registered (the reason of a
+        # denial), and each user's roles. Pending designations are read per company, not per
+        # pair: a batch's e-mails times its companies made SQLite probe an index that often.
+        # The delegation arm comes first: it types the result's columns (ends_at is a date).
+        # Links to another user's firm of the same batch come along; ``reaching`` drops them.
         firms_of_users = union(
             select(firms.c.siret).where(among(firms.c.manager_email, "emails")),
             select(collaborators.c.firm_siret).where(among(collaborators.c.user_email, "emails")),
@@ -161,8 +162,7 @@ class _Batch:
             select(literal("pending"), delegations.c.id, delegations.c.company_siret, delegations.c.manager_email,
                    no_text, delegations.c.firm_siret, delegations.c.status, delegations.c.scope,
                    delegations.c.ends_at, no_text)
-            .where(among(delegations.c.company_siret, "sirets"), among(delegations.c.manager_email, "emails"),
-                   delegations.c.status == model.LinkStatus.PENDING),
+            .where(among(delegations.c.company_siret, "sirets"), delegations.c.status == model.LinkStatus.PENDING),
             select(literal("grant"), grants.c.id, grants.c.company_siret, no_text, grants.c.collaborator_email,
                    grants.c.firm_siret, grants.c.status, grants.c.scope, grants.c.ends_at, no_text)
             .where(among(grants.c.company_siret, "sirets"), among(grants.c.collaborator_email, "emails")),

@@ -1,4 +1,4 @@
-"""An index on the pending designations of a company to an e-mail.
+"""An index on the pending designations of a company.
 
 A decision that misses the cache reads them with its other facts (the reason of a
 denial); without this index, a search's many companies made PostgreSQL scan the table.
@@ -20,13 +20,13 @@ down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-NAME = "ix_delegations_pending_manager"
+NAME = "ix_delegations_pending_company"
 
 
 def upgrade() -> None:
     if NAME in {index["name"] for index in sa.inspect(op.get_bind()).get_indexes("delegations")}:
         return  # a database adopted from metadata.create_all already has it
-    op.create_index(NAME, "delegations", ["manager_email", "company_siret"],
+    op.create_index(NAME, "delegations", ["company_siret"],
                     sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
 
 
