@@ -115,6 +115,12 @@ class _Batch:
                 return column.in_(select(literal_column("value")).select_from(values))
             return column.in_(bindparam(name, expanding=True))
 
+        def only_filtered(column):
+            # Keeps SQLite on a batch's company index, filtering on this column: probing the
+            # two-column index for each company times each e-mail or firm cost more (100
+            # items of the national dataset: 1.8 ms a batch against 2.7 ms).
+            return column.concat("") if form == "json" else column
+
         self.user_roles = union_all(
             select(company_admins.c.user_email, literal("admin"), company_admins.c.company_siret)
             .where(among(company_admins.c.user_email, "emails")),
@@ -158,14 +164,16 @@ class _Batch:
             select(literal("delegation").label("kind"), delegations.c.id, delegations.c.company_siret,
                    delegations.c.manager_email, no_text.label("collaborator_email"), delegations.c.firm_siret,
                    delegations.c.status, delegations.c.scope, delegations.c.ends_at, no_text.label("user_email"))
-            .where(among(delegations.c.company_siret, "sirets"), delegations.c.firm_siret.in_(firms_of_users)),
+            .where(among(delegations.c.company_siret, "sirets"),
+                   only_filtered(delegations.c.firm_siret).in_(firms_of_users)),
             select(literal("pending"), delegations.c.id, delegations.c.company_siret, delegations.c.manager_email,
                    no_text, delegations.c.firm_siret, delegations.c.status, delegations.c.scope,
                    delegations.c.ends_at, no_text)
             .where(among(delegations.c.company_siret, "sirets"), delegations.c.status == model.LinkStatus.PENDING),
             select(literal("grant"), grants.c.id, grants.c.company_siret, no_text, grants.c.collaborator_email,
                    grants.c.firm_siret, grants.c.status, grants.c.scope, grants.c.ends_at, no_text)
-            .where(among(grants.c.company_siret, "sirets"), among(grants.c.collaborator_email, "emails")),
+            .where(among(grants.c.company_siret, "sirets"),
+                   among(only_filtered(grants.c.collaborator_email), "emails")),
             select(literal("company"), no_text, companies.c.siret, no_text, no_text, no_text, no_text, no_text,
                    null(), no_text)
             .where(among(companies.c.siret, "sirets")),
