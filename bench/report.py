@@ -268,7 +268,8 @@ def render(r: dict) -> str:
       "off the decision path) 2.3 ms two runs later; compare runs made in the same order.")
     w("- Datasets are cached in `var/bench/` (SQLite files) and PostgreSQL databases `authz_bench_<size>`; "
       "a marker (size, seed, dataset version) decides reuse, and a reused database is first migrated to the "
-      "newest schema revision. PostgreSQL is ANALYZEd after a load.")
+      "newest schema revision. PostgreSQL is VACUUMed and ANALYZEd after a load, as autovacuum would "
+      "soon do (the visibility map lets index-only scans skip the table).")
     w("")
     w("## Where the time goes, why the missed targets are missed, and what would close the gap")
     w("")
@@ -277,12 +278,12 @@ def render(r: dict) -> str:
       "and to scopes but for the right asked): the 2,000 cold questions of section 4 cost 259 oso "
       "evaluations, counted in process outside this benchmark (964 with the finer shapes of "
       "`authz/shapes.py`, which keep the identifiers' order and "
-      "every scope). What is left is loading the facts of each new (user, company): on SQLite the same few "
-      "indexed queries; on PostgreSQL each statement is a round trip: the data "
-      "version, the user's roles, the company's links to them (delegations and grants in one statement) "
-      "and, for a denial, one more (the company check and pending designations in one statement). That is "
-      "most of the PostgreSQL cold figure. (A pooled connection is pinged only after a second idle, not "
-      "at every checkout as `pool_pre_ping` would: that was one more round trip per request.)")
+      "every scope). What is left is loading the facts of each new (user, company), in one statement "
+      "run on the driver's cursor (`Tx.decision_facts`: the user's roles, the company's links to them, "
+      "whether it is registered and its pending designations to that e-mail, which a denial's reason "
+      "names), after the data version: two round trips on PostgreSQL, most of its cold figure. (A pooled "
+      "connection is pinged only after a second idle, not at every checkout as `pool_pre_ping` would: "
+      "that was one more round trip per request.)")
     w("- A warm answer needs one read per request: the data version (that check is what makes every "
       "process see a write at once; one statement on a pooled driver connection, outside any transaction, "
       "SQLAlchemy's Connection skipped; the API key is remembered per worker under that version). Then the "
@@ -290,10 +291,10 @@ def render(r: dict) -> str:
       "companies it saw) and two JSON log lines are written (request and decision); the floor does none "
       "of that. The stream is long-tailed, so each worker meets many pairs for the first time within a "
       "12 s run; each worker's memo and cache are its own.")
-    w("- `evaluations`: the items of a call that miss the cache are loaded together (three queries for the "
-      "whole batch, one more for the reasons of its denials; on PostgreSQL with one array parameter per "
-      "list of keys, 7 ms instead of 89 ms for a hundred questions); what is left per item is the "
-      "validation, a memo lookup and one decision log line. " + LOG_COST)
+    w("- `evaluations`: the items of a call that miss the cache are loaded together, in the same one "
+      "statement for the whole batch, their denials' reasons included (one array parameter per list of "
+      "keys on PostgreSQL, one JSON list on SQLite); what is left per item is the validation, a memo "
+      "lookup and one decision log line. " + LOG_COST)
     w("- Searches: a result is kept per process under the same rules as an answer (policy and data version, "
       "earliest end date of the links behind it), so the repeated calls of section 3 are served from it; "
       "the *first calls* column is the cost of a search that nothing has prepared.")
