@@ -8,6 +8,28 @@ from pathlib import Path
 
 TARGET_SIZE = "national"
 TARGET_BACKEND = "postgres"
+# Measured apart from this benchmark: per-process CPU time from /proc over a 10 s wrk run of section
+# 1's stream against a server started as section 1 starts it, old and new code alternating.
+CPU_SHARE = ("Throughput against the floor (0.7 asked): on 2026-11-28, a PostgreSQL service worker spent "
+             "about 640-660 us of CPU per evaluation request and PostgreSQL 83-87 us, against 218 us for a "
+             "floor worker (b40fc0f, before the one-statement read: 770-800 us and 92 us; 1,939-1,993 req/s "
+             "against 2,275-2,339). About 0.22 ms of every request is what gunicorn and Flask cost the floor "
+             "too; the rest is the service's own work, spread over the data version read, the body's "
+             "validation, the answer (and the facts of the pairs a worker meets for the first time), two "
+             "JSON log lines and the metrics. 0.7 of the floor would leave about 0.1-0.15 ms for all of it, "
+             "PostgreSQL's share included; the version read alone (0.05 ms of "
+             "the worker's CPU, measured apart, besides PostgreSQL's work) is what keeps every process's "
+             "answers fresh after a write, which the targets require.")
+# Measured apart from this benchmark: EXPLAIN (ANALYZE, BUFFERS) of 40 fresh questions' facts per size.
+PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's indexes and tables at every "
+              "size; on the national dataset (1 GB, against 128 MB of shared_buffers on this server) about "
+              "9 of them come from outside shared_buffers, against 3 on the medium one (64 MB). Those reads "
+              "grow with the data; since the read became one statement (95792c3), they are a larger share of "
+              "a cold decision, so the ratio moves more from run to run: 1.03-1.05x in separate runs of this "
+              "section alone, 1.35x and 1.29x in two full runs (before and after the datasets were VACUUMed), "
+              "while the national p50 itself (0.40-0.58 ms) "
+              "stayed below the medium p50 before that change (0.55-0.66 ms). A server whose shared_buffers "
+              "holds the working set would not read them.")
 # Measured apart from this benchmark, which has no switch for the decision log.
 LOG_COST = ("The decision log lines are about 40% of a warm call of 100 items (measured in process, not by "
             "this benchmark: the first 50 calls of this stream on SQLite at e8aaa6c, 7 rounds alternating, "
@@ -298,6 +320,8 @@ def render(r: dict) -> str:
     w("- Searches: a result is kept per process under the same rules as an answer (policy and data version, "
       "earliest end date of the links behind it), so the repeated calls of section 3 are served from it; "
       "the *first calls* column is the cost of a search that nothing has prepared.")
+    w("- " + CPU_SHARE)
+    w("- " + PAGE_READS)
     w("- Possible next steps (not measured yet): a shared cache of answers across workers and restarts "
       "(e.g. Redis, versioned by the same data version).")
     w("")
