@@ -7,9 +7,10 @@ queries (one per table) rather than company by company, and each fact object is 
 once and shared by every pair it belongs to.
 
 The facts of a pair are exactly those a single decision loads (``Tx.users_facts``,
-``Tx.companies_facts`` then ``store.reaching``), and the people of a company exactly
-``Tx.users_reaching_each``: the comparison over pairs must match a decision asked
-pair by pair.
+``Tx.companies_facts`` then ``store.reaching``, which ``Tx.decision_facts`` gives in one
+statement: tests/integration/test_decision_facts.py checks the two agree), and the
+people of a company exactly ``Tx.users_reaching_each``: the comparison over pairs must
+match a decision asked pair by pair.
 """
 
 from __future__ import annotations
