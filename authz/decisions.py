@@ -74,8 +74,10 @@ class Decisions:
             version = reading.version if reading.version is not None else object()
             yield reading, self.cache.sync((engine.version, version))
 
-    def _entries(self, reading: _Reading, generation: tuple, pairs: Iterable[Pair], now: float) -> dict[Pair, Entry]:
-        """The cache entry of every pair; the missing ones loaded together, in one query."""
+    def _entries(self, reading: _Reading, generation: tuple, pairs: Iterable[Pair], now: float,
+                 linked: bool = False) -> dict[Pair, Entry]:
+        """The cache entry of every pair; the missing ones loaded together, in one query
+        (``linked``: the SIRETs were read from link rows, see ``Tx.decision_facts``)."""
         found: dict[Pair, Entry] = {}
         missing: list[Pair] = []
         for pair in dict.fromkeys(pairs):
@@ -86,7 +88,7 @@ class Decisions:
                 found[pair] = entry
         if not missing:
             return found
-        facts = reading.tx().decision_facts(missing, now)
+        facts = reading.tx().decision_facts(missing, now, linked)
         for email, siret in missing:
             user, company, registered, pending = facts.of(email, siret)
             entry = found[(email, siret)] = Entry(user, company, horizon(company, now, self.cache.max_age),
@@ -158,7 +160,7 @@ class Decisions:
             if right not in engine.rights:
                 facts = tx.companies_facts(candidates, firms=user.manages | user.collaborates, collaborators=[email])
                 return [siret for siret in candidates if engine.allows(user, right, facts[siret])]
-            entries = self._entries(reading, generation, [(email, siret) for siret in candidates], now)
+            entries = self._entries(reading, generation, [(email, siret) for siret in candidates], now, linked=True)
         found = [siret for siret in candidates if _rule(engine, entries[(email, siret)], right) is not None]
         self._keep(("resources", email, right), found, entries.values(), now, generation)
         return found
