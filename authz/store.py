@@ -8,7 +8,9 @@ ends normally and rolls back otherwise. Rows come back as records or policy fact
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import threading
 import time
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
@@ -351,6 +353,7 @@ class Database:
             self.reader = create_engine(url, isolation_level="AUTOCOMMIT", **engine_options)
             _ping_after_idle(self.reader)
         self._version_sql = str(_DATA_VERSION.compile(self.engine, compile_kwargs={"literal_binds": True}))
+        self._versions = None if self.is_sqlite else _VersionReader(self.reader, self._version_sql)
 
     def create_schema(self) -> None:
         """Create missing tables and indexes (idempotent)."""
@@ -405,12 +408,16 @@ class Database:
 
     def data_version(self) -> int | None:
         """The current data version (None if its row is missing), as ``Tx.data_version``.
+        Every request reads it: on PostgreSQL see ``_VersionReader``. Failures are those of
+        ``transaction``: ``StoreUnavailable``, never a version read from nowhere."""
+        if self._versions is not None:
+            return self._versions.read()
+        return self._pooled_version()
 
-        Every request reads it, so it skips SQLAlchemy's Connection: one statement on a
-        pooled driver connection. Measured on this project's machine, 0.14 ms against
-        0.58 ms on PostgreSQL, 0.04 ms against 0.24 ms on SQLite. Failures are those of
-        ``transaction``: ``StoreUnavailable``, with a dead connection dropped from the pool.
-        """
+    def _pooled_version(self) -> int | None:
+        """The data version read on a pooled driver connection, skipping SQLAlchemy's
+        Connection (SQLite: an in-memory database lives in its pool's one connection, which
+        must stay there; 0.04 ms against 0.24 ms through a Connection, measured)."""
         dbapi_error = self.reader.dialect.loaded_dbapi.Error
         try:
             pooled = self.reader.raw_connection()
@@ -461,8 +468,73 @@ class Database:
             return False
 
     def dispose(self) -> None:
+        if self._versions is not None:
+            self._versions.close()
         self.engine.dispose()
         self.reader.dispose()
+
+
+class _VersionReader:
+    """The data version read on PostgreSQL: on one driver connection of the process's
+    own, outside the pool, that threads take in turn.
+
+    Every request reads the version, so it skips the pool as well as SQLAlchemy's
+    Connection: checking a connection out and back in cost more than the query. Measured
+    on PostgreSQL at national size, a cached decision cost 262-291 µs of CPU in process
+    this way, against 324-332 µs through the pool.
+
+    The connection is made by the reading pool and detached from it, so it is made as the
+    pool's are (settings, autocommit). If it fails, it is dropped; if it had served
+    before (the database restarted, or closed it while idle), the read is made once more
+    on a new one, as a pool's ping would. A read is never answered from nowhere: a failure
+    raises ``StoreUnavailable``. After a fork, the child makes its own connection and
+    leaves the parent's alone.
+    """
+
+    def __init__(self, engine: SAEngine, sql: str):
+        self._engine = engine
+        self._sql = sql
+        self._error = engine.dialect.loaded_dbapi.Error
+        self._lock = threading.Lock()
+        self._held: tuple[int, Any] | None = None  # (pid of the process that made it, connection)
+
+    def read(self) -> int | None:
+        with self._lock:
+            for _ in range(2):
+                connection, fresh = self._connection()
+                try:
+                    cursor = connection.cursor()
+                    cursor.execute(self._sql)
+                    row = cursor.fetchone()
+                    cursor.close()
+                    return None if row is None else row[0]
+                except self._error as exc:
+                    self._drop()
+                    if fresh:
+                        raise StoreUnavailable("the database is unavailable") from exc
+            raise AssertionError("unreachable: the second try runs on a fresh connection")
+
+    def _connection(self) -> tuple[Any, bool]:
+        if self._held is not None and self._held[0] == os.getpid():
+            return self._held[1], False
+        try:
+            pooled = self._engine.raw_connection()
+        except (self._error, SQLAlchemyError) as exc:
+            raise StoreUnavailable("the database is unavailable") from exc
+        connection = pooled.dbapi_connection
+        pooled.detach()
+        self._held = (os.getpid(), connection)
+        return connection, True
+
+    def _drop(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and held[0] == os.getpid():
+            with suppress(Exception):  # it may be gone already
+                held[1].close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
 
 
 # A pooled connection idle this long is pinged before use (after a database restart,

@@ -2,15 +2,18 @@
 before use and replaced transparently; one used a moment ago is not pinged, so its
 death fails one read (``StoreUnavailable``, never an answer), and the pool then drops
 every connection made before, so the next read succeeds. The data version read that
-every request makes, which skips SQLAlchemy's Connection, fails closed and recovers too."""
+every request makes, on a connection of its own, is made again once on a new connection
+when its connection died, and fails closed when no connection can be made."""
 
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from authz import store
 from authz.errors import StoreUnavailable
 from authz.store import Database
+from tests.support import throwaway_postgres
 
 pytestmark = pytest.mark.postgres
 
@@ -54,26 +57,43 @@ def test_a_connection_killed_just_after_use_fails_one_read_then_the_pool_recover
     assert _backend(database) != killed
 
 
-def test_the_version_read_on_a_connection_killed_while_idle_is_replaced_without_a_failure(pooled, monkeypatch):
+def _version_backends(admin: Database) -> set[int]:
+    """The backends whose last statement was the data version read (its own connection)."""
+    with admin.reading() as tx:
+        rows = tx.conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND query LIKE '%%FROM data_version%%'"
+        )
+        return {row[0] for row in rows}
+
+
+def test_the_version_read_on_its_connection_killed_just_after_use_is_made_again_on_a_new_one(pooled):
     database, admin = pooled
-    monkeypatch.setattr(store, "PING_AFTER_IDLE_SECONDS", 0.0)
     version = database.data_version()
-    _terminate(admin, _backend(database))  # the pool's one connection, which the version read uses
+    killed = _version_backends(admin)
+    for pid in killed:
+        _terminate(admin, pid)
 
-    assert database.data_version() == version
+    assert database.data_version() == version  # read again, on a new connection
+    assert _version_backends(admin) - killed
 
 
-def test_the_version_read_on_a_connection_killed_just_after_use_fails_once_then_recovers(pooled, monkeypatch):
+def test_the_version_read_fails_closed_when_no_new_connection_can_be_made(pooled, monkeypatch):
     database, admin = pooled
-    monkeypatch.setattr(store, "PING_AFTER_IDLE_SECONDS", 3600.0)
     version = database.data_version()
-    killed = _backend(database)
-    _terminate(admin, killed)
+    for pid in _version_backends(admin):
+        _terminate(admin, pid)
 
-    with pytest.raises(StoreUnavailable):
-        database.data_version()  # never a version read from nowhere: the request fails closed
+    def unreachable():
+        raise OperationalError("connect", {}, Exception("connection refused"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(database.reader, "raw_connection", unreachable)
+        with pytest.raises(StoreUnavailable):
+            database.data_version()  # never a version read from nowhere: the request fails closed
+        with pytest.raises(StoreUnavailable):
+            database.data_version()
     assert database.data_version() == version
-    assert _backend(database) != killed
 
 
 def test_a_decisions_facts_read_on_a_connection_killed_just_after_use_fails_once_then_recovers(pooled, monkeypatch):
@@ -88,3 +108,14 @@ def test_a_decisions_facts_read_on_a_connection_killed_just_after_use_fails_once
     with database.reading() as tx:
         assert tx.decision_facts([("ana@example.org", "10000000000016")], 0.0).registered == frozenset()
     assert _backend(database) != killed
+
+
+def test_the_version_read_fails_closed_when_a_new_connection_cannot_read_it(postgres_url):
+    """A database without the version's table: the read fails on the connection just made."""
+    with throwaway_postgres(postgres_url, "authz_noversion") as url:
+        database = Database(url)
+        try:
+            with pytest.raises(StoreUnavailable):
+                database.data_version()
+        finally:
+            database.dispose()
