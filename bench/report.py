@@ -307,8 +307,9 @@ def render(r: dict) -> str:
       "connection is pinged only after a second idle, not at every checkout as `pool_pre_ping` would: "
       "that was one more round trip per request.)")
     w("- A warm answer needs one read per request: the data version (that check is what makes every "
-      "process see a write at once; one statement on a pooled driver connection, outside any transaction, "
-      "SQLAlchemy's Connection skipped; the API key is remembered per worker under that version). Then the "
+      "process see a write at once; one statement outside any transaction, SQLAlchemy's Connection "
+      "skipped, on PostgreSQL on a connection each worker keeps for it outside the pool, on SQLite on a "
+      "pooled driver connection; the API key is remembered per worker under that version). Then the "
       "body is validated with marshmallow (each worker remembers its loads of the users, rights and "
       "companies it saw) and two JSON log lines are written (request and decision); the floor does none "
       "of that. The stream is long-tailed, so each worker meets many pairs for the first time within a "
@@ -319,7 +320,12 @@ def render(r: dict) -> str:
       "lookup and one decision log line. " + LOG_COST)
     w("- Searches: a result is kept per process under the same rules as an answer (policy and data version, "
       "earliest end date of the links behind it), so the repeated calls of section 3 are served from it; "
-      "the *first calls* column is the cost of a search that nothing has prepared.")
+      "the *first calls* column is the cost of a search that nothing has prepared. The data version is one "
+      "for the whole store, so any change clears every cache: under a steady flow of writes, the first "
+      "call is what the manager of a large firm meets most. Its candidates' facts are read without the "
+      "registration arm (their links prove it), and each worker freezes what it built at start out of the "
+      "garbage collector's passes (`gc.freeze`), which otherwise walked it again and again while the "
+      "search built its 13,937 entries.")
     w("- " + CPU_SHARE)
     w("- " + PAGE_READS)
     w("- Possible next steps (not measured yet): a shared cache of answers across workers and restarts "
