@@ -10,16 +10,18 @@ TARGET_SIZE = "national"
 TARGET_BACKEND = "postgres"
 # Measured apart from this benchmark: per-process CPU time from /proc over a 10 s wrk run of section
 # 1's stream against a server started as section 1 starts it, old and new code alternating.
-CPU_SHARE = ("Throughput against the floor (0.7 asked): on 2026-11-28, a PostgreSQL service worker spent "
-             "about 640-660 us of CPU per evaluation request and PostgreSQL 83-87 us, against 218 us for a "
-             "floor worker (b40fc0f, before the one-statement read: 770-800 us and 92 us; 1,939-1,993 req/s "
-             "against 2,275-2,339). About 0.22 ms of every request is what gunicorn and Flask cost the floor "
-             "too; the rest is the service's own work, spread over the data version read, the body's "
-             "validation, the answer (and the facts of the pairs a worker meets for the first time), two "
-             "JSON log lines and the metrics. 0.7 of the floor would leave about 0.1-0.15 ms for all of it, "
-             "PostgreSQL's share included; the version read alone (0.05 ms of "
-             "the worker's CPU, measured apart, besides PostgreSQL's work) is what keeps every process's "
-             "answers fresh after a write, which the targets require.")
+CPU_SHARE = ("Throughput against the floor (0.7 asked): on 2026-11-28 (/proc, 10 s of wrk through section 1's "
+             "stream), a PostgreSQL service worker spent 583-642 us of CPU per evaluation request and "
+             "PostgreSQL 74-90 us, against 216-221 us for a floor worker. Reading the data version on a "
+             "connection of the worker's own (8b4abef) took 10-25 us of it off, in turns with the pooled "
+             "read (2,498-2,564 req/s against 2,435-2,483 in three pairs). About 0.22 ms of every request "
+             "is what gunicorn and Flask cost the floor too; the rest is the service's own work, spread "
+             "over the data version read, the body's validation, the answer (and the facts of the pairs a "
+             "worker meets for the first time), two JSON log lines and the metrics. 0.7 of the floor would "
+             "leave about 0.1-0.15 ms for all of it, PostgreSQL's share included; the version read alone "
+             "(a round trip: about 0.03 ms of the worker's CPU measured apart, more under load, besides "
+             "PostgreSQL's work) is what keeps every process's answers fresh after a write, which the "
+             "targets require.")
 # Measured apart from this benchmark: EXPLAIN (ANALYZE, BUFFERS) of 40 fresh questions' facts per size.
 PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's indexes and tables at every "
               "size; on the national dataset (1 GB, against 128 MB of shared_buffers on this server) about "

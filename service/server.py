@@ -50,12 +50,14 @@ def _service_app():
     from service.app import create_app
 
     app = create_app()
-    # What the worker built at start (modules, the policy and its Polar engine, the
-    # database's metadata) lives as long as it does: keep it out of every garbage
+    # What the worker built at start (modules, the database's metadata, the policy and
+    # its Polar engine) mostly lives as long as it does: keep it out of every garbage
     # collection (see ``gc.freeze``). A full collection otherwise walks it again and again
     # while a large search builds its entries: the first client list of the national
     # dataset's largest firm took 448-477 ms with it walked, 296-332 ms without
-    # (PostgreSQL, in process, medians of 7 calls in two runs each).
+    # (PostgreSQL, in process, medians of 7 calls in two runs each). The cost: a policy
+    # reload leaves the policy loaded at start in memory (21 objects hold it in a cycle,
+    # and frozen objects are never collected), one per worker; later ones are collected.
     gc.collect()
     gc.freeze()
     interval = app.config["AUTHZ_POLICY_WATCH_SECONDS"]
