@@ -75,9 +75,9 @@ class Decisions:
             yield reading, self.cache.sync((engine.version, version))
 
     def _entries(self, reading: _Reading, generation: tuple, pairs: Iterable[Pair], now: float,
-                 linked: bool = False) -> dict[Pair, Entry]:
+                 search: bool = False) -> dict[Pair, Entry]:
         """The cache entry of every pair; the missing ones loaded together, in one query
-        (``linked``: the SIRETs were read from link rows, see ``Tx.decision_facts``)."""
+        (``search``: a search's candidates, see ``Tx.decision_facts``)."""
         found: dict[Pair, Entry] = {}
         missing: list[Pair] = []
         for pair in dict.fromkeys(pairs):
@@ -88,7 +88,7 @@ class Decisions:
                 found[pair] = entry
         if not missing:
             return found
-        facts = reading.tx().decision_facts(missing, now, linked)
+        facts = reading.tx().decision_facts(missing, now, search)
         for email, siret in missing:
             user, company, registered, pending = facts.of(email, siret)
             entry = found[(email, siret)] = Entry(user, company, horizon(company, now, self.cache.max_age),
@@ -160,7 +160,7 @@ class Decisions:
             if right not in engine.rights:
                 facts = tx.companies_facts(candidates, firms=user.manages | user.collaborates, collaborators=[email])
                 return [siret for siret in candidates if engine.allows(user, right, facts[siret])]
-            entries = self._entries(reading, generation, [(email, siret) for siret in candidates], now, linked=True)
+            entries = self._entries(reading, generation, [(email, siret) for siret in candidates], now, search=True)
         found = [siret for siret in candidates if _rule(engine, entries[(email, siret)], right) is not None]
         self._keep(("resources", email, right), found, entries.values(), now, generation)
         return found

@@ -5,8 +5,8 @@ from ``IN (...)`` to the array or JSON form), a pair's facts are the ones it has
 alone, and those are the facts as each part is defined elsewhere in the store: the
 user's roles (``users_facts``), the company's links that reach that user
 (``companies_facts`` then ``reaching``, what impact reports rely on), whether the
-company is registered, and its pending designations to that e-mail. Read as ``linked``
-(a search's candidates), the facts of companies read from links are the same. On the
+company is registered, and its pending designations to that e-mail. Read as a search's
+(one user's companies read from links), the facts are the same. On the
 generated ``small`` dataset, in SQLite and PostgreSQL.
 """
 
@@ -95,19 +95,19 @@ def test_a_pairs_facts_read_with_others_are_those_read_alone_and_those_defined(s
 
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
-def test_facts_read_as_linked_are_the_facts_for_companies_read_from_links(store, pairs, data):
-    """A search reads its candidates' facts without the registration arm: for SIRETs
-    read from link rows (as the search's are), nothing differs."""
+def test_a_searchs_facts_are_the_facts_of_its_candidates(store, pairs, data):
+    """A search reads its candidates' facts without the registration arm and on another
+    plan: for one user and SIRETs read from link rows, as a search's are, nothing differs."""
     found, emails, _ = pairs
     linked_sirets = sorted({company for _, company in found})
     pair = st.one_of(st.sampled_from(found), st.tuples(st.sampled_from(emails), st.sampled_from(linked_sirets)))
     asked = data.draw(st.lists(pair, min_size=1, max_size=12))
     now = NOW.timestamp()
     with store.reading() as tx:
-        read_linked = tx.decision_facts(asked, now, linked=True)
+        read_for_search = tx.decision_facts(asked, now, search=True)
         read_whole = tx.decision_facts(asked, now)
     for email, siret_ in asked:
-        assert _comparable(read_linked.of(email, siret_)) == _comparable(read_whole.of(email, siret_))
+        assert _comparable(read_for_search.of(email, siret_)) == _comparable(read_whole.of(email, siret_))
 
 
 def test_the_pending_designations_and_registration_are_read(store, pairs):
