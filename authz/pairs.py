@@ -23,7 +23,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from authz import model
-from authz.store import Tx, split_scope
+from authz.store import Tx, scope_set
 from authz.tables import collaborators, companies, company_admins, delegations, firms, grants
 
 
@@ -91,7 +91,6 @@ def load_all(tx: Tx, now: float, first: str | None = None, until: str | None = N
     for siret, email in conn.execute(select(collaborators.c.firm_siret, collaborators.c.user_email)).all():
         collaborates[email].add(siret)
 
-    scope_of = _Scopes()
     epoch = _Epochs()
     dels: dict[str, list[model.Delegation]] = defaultdict(list)
     found = conn.execute(share(select(
@@ -99,7 +98,7 @@ def load_all(tx: Tx, now: float, first: str | None = None, until: str | None = N
         delegations.c.status, delegations.c.scope, delegations.c.ends_at,
     ).where(delegations.c.firm_siret.is_not(None)), delegations.c.company_siret)).all()
     for id_, siret, manager_email, firm, status, scope, ends_at in found:
-        dels[siret].append(model.Delegation(id_, siret, manager_email, firm, status, scope_of(scope), epoch(ends_at)))
+        dels[siret].append(model.Delegation(id_, siret, manager_email, firm, status, scope_set(scope), epoch(ends_at)))
         if firm in manager:
             people[siret].add(manager[firm])
     grs: dict[str, list[model.Grant]] = defaultdict(list)
@@ -108,7 +107,7 @@ def load_all(tx: Tx, now: float, first: str | None = None, until: str | None = N
         grants.c.status, grants.c.scope, grants.c.ends_at,
     ), grants.c.company_siret)).all()
     for id_, firm, collaborator, siret, status, scope, ends_at in found:
-        grs[siret].append(model.Grant(id_, firm, collaborator, siret, status, scope_of(scope), epoch(ends_at)))
+        grs[siret].append(model.Grant(id_, firm, collaborator, siret, status, scope_set(scope), epoch(ends_at)))
         people[siret].add(collaborator)
     del found
 
@@ -142,19 +141,6 @@ def shares(tx: Tx, count: int) -> list[str | None]:
         if bound is not None and bound != bounds[-1]:
             bounds.append(bound)
     return [*bounds, None]
-
-
-class _Scopes:
-    """Stored scope text to a shared frozenset (a few hundred distinct scopes, a million rows)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, frozenset[str]] = {}
-
-    def __call__(self, stored: str) -> frozenset[str]:
-        found = self._seen.get(stored)
-        if found is None:
-            found = self._seen[stored] = frozenset(split_scope(stored))
-        return found
 
 
 class _Epochs:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,14 @@ def join_scope(scope: Iterable[str]) -> str:
 
 def split_scope(stored: str) -> tuple[str, ...]:
     return tuple(stored.split()) if stored else ()
+
+
+@lru_cache(maxsize=4096)
+def scope_set(stored: str) -> frozenset[str]:
+    """Stored scope text as a frozenset, shared: a store holds a few hundred distinct
+    scopes (sets of the policy's rights) over a million links, and a decision's facts or
+    a search's 14,000 entries would otherwise each build their own."""
+    return frozenset(split_scope(stored))
 
 
 class _Batch:
@@ -1084,7 +1093,7 @@ def delegation_fact(row) -> model.Delegation:
         manager_email=row.manager_email,
         firm=row.firm_siret,
         status=row.status,
-        scope=frozenset(split_scope(row.scope)),
+        scope=scope_set(row.scope),
         ends_at=model.epoch(row.ends_at),
     )
 
@@ -1096,7 +1105,7 @@ def grant_fact(row) -> model.Grant:
         collaborator=row.collaborator_email,
         company=row.company_siret,
         status=row.status,
-        scope=frozenset(split_scope(row.scope)),
+        scope=scope_set(row.scope),
         ends_at=model.epoch(row.ends_at),
     )
 
