@@ -29,8 +29,9 @@ PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's in
               "grow with the data; since the read became one statement (95792c3), they are a larger share of "
               "a cold decision, so the ratio moves more from run to run: 1.03-1.05x in separate runs of this "
               "section alone, 1.35x and 1.29x in two full runs (before and after the datasets were VACUUMed), "
-              "1.13x and 1.31x in two full runs of a later session (68e9c1a, then 27768ef, whose change is "
-              "off the decision path), "
+              "1.13x, 1.31x and 1.31x in three full runs of a later session (68e9c1a, 27768ef, 89f18aa; "
+              "the medium p50 went 0.51, 0.44, 0.37 ms and the national one 0.57, 0.58, 0.48 ms: the ratio "
+              "moves with both), "
               "while the national p50 itself (0.40-0.58 ms) "
               "stayed below the medium p50 before that change (0.55-0.66 ms). A server whose shared_buffers "
               "holds the working set would not read them.")
