@@ -494,7 +494,7 @@ class _VersionReader:
 
     Every request reads the version, so it skips the pool as well as SQLAlchemy's
     Connection: checking a connection out and back in cost more than the query. Measured
-    on PostgreSQL at national size: a cached decision cost 262-291 µs of CPU in process
+    on PostgreSQL at national size: a cached decision cost 279-291 µs of CPU in process
     this way, against 324-332 µs through the pool; under the benchmark's HTTP stream (two
     workers), 2,498-2,564 requests/s against 2,435-2,483, in turns with the pool's read.
 
