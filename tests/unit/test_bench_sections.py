@@ -1,8 +1,9 @@
-"""BENCHMARKS.md: sections written by other benchmarks survive the main one's regeneration."""
+"""BENCHMARKS.md: sections written by other benchmarks survive the main one's regeneration, and
+a missed target says by how much."""
 
 from __future__ import annotations
 
-from bench.report import put_section, with_sections
+from bench.report import _at_most, put_section, with_sections
 
 
 def test_a_section_is_written_once_then_replaced_in_place(tmp_path):
@@ -27,3 +28,10 @@ def test_regenerated_main_figures_keep_the_sections(tmp_path):
 
     assert "old figures" not in regenerated and "new figures" in regenerated
     assert regenerated.count("kept") == 1 and regenerated.rstrip().endswith("<!-- end of section impact-sqlite -->")
+
+
+def test_a_target_verdict_says_by_how_much_it_is_missed():
+    """The task asks, for a missed target, by how much: a percentage for a near miss."""
+    assert _at_most(1.29, 1.3, "x").startswith("met")
+    assert _at_most(1.31, 1.3, "x").startswith("**missed by 1%**")
+    assert _at_most(3.9, 1.3, "x").startswith("**missed by 3.0x**")
