@@ -71,6 +71,7 @@ def test_the_version_read_on_its_connection_killed_just_after_use_is_made_again_
     database, admin = pooled
     version = database.data_version()
     killed = _version_backends(admin)
+    assert killed  # the version read's own connection is found
     for pid in killed:
         _terminate(admin, pid)
 
@@ -81,7 +82,9 @@ def test_the_version_read_on_its_connection_killed_just_after_use_is_made_again_
 def test_the_version_read_fails_closed_when_no_new_connection_can_be_made(pooled, monkeypatch):
     database, admin = pooled
     version = database.data_version()
-    for pid in _version_backends(admin):
+    killed = _version_backends(admin)
+    assert killed
+    for pid in killed:
         _terminate(admin, pid)
 
     def unreachable():
