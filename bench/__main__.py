@@ -141,6 +141,7 @@ def inprocess(url: str, questions: list[Question], reference: Preloaded | None) 
         cold, warm, limit = [], [], []
         mismatches, allowed = [], 0
         for q in questions:
+            db.forget_data_version()  # cold: the data version is read too, as by a worker idle for a while
             t0 = time.perf_counter()
             first = decisions.decide(q.user, q.right, q.siret)
             t1 = time.perf_counter()
@@ -181,6 +182,7 @@ def growth_interleaved(urls: dict[str, str], questions: dict[str, list[Question]
             turn = sizes[index % len(sizes):] + sizes[: index % len(sizes)]
             for size in turn:
                 q = questions[size][index]
+                dbs[size].forget_data_version()
                 t0 = time.perf_counter()
                 decisions[size].decide(q.user, q.right, q.siret)
                 t1 = time.perf_counter()

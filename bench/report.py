@@ -8,20 +8,19 @@ from pathlib import Path
 
 TARGET_SIZE = "national"
 TARGET_BACKEND = "postgres"
-# Measured apart from this benchmark: per-process CPU time from /proc over a 10 s wrk run of section
+# Measured apart from this benchmark: per-process CPU time from /proc over 12 s wrk runs of section
 # 1's stream against a server started as section 1 starts it, old and new code alternating.
-CPU_SHARE = ("Throughput against the floor (0.7 asked): on 2026-11-28 (/proc, 10 s of wrk through section 1's "
-             "stream), a PostgreSQL service worker spent 583-642 us of CPU per evaluation request and "
-             "PostgreSQL 74-90 us, against 216-221 us for a floor worker. Reading the data version on a "
-             "connection of the worker's own (8b4abef) took 10-25 us of it off, in turns with the pooled "
-             "read (2,498-2,564 req/s against 2,435-2,483 in three pairs). About 0.22 ms of every request "
-             "is what gunicorn and Flask cost the floor too; the rest is the service's own work, spread "
-             "over the data version read, the body's validation, the answer (and the facts of the pairs a "
-             "worker meets for the first time), two JSON log lines and the metrics. 0.7 of the floor would "
-             "leave about 0.1-0.15 ms for all of it, PostgreSQL's share included; the version read alone "
-             "(a round trip: about 0.03 ms of the worker's CPU measured apart, more under load, besides "
-             "PostgreSQL's work) is what keeps every process's answers fresh after a write, which the "
-             "targets require.")
+CPU_SHARE = ("Throughput against the floor (0.7 asked): on 2026-11-28, on a slower machine than the one of "
+             "the earlier figures (`python3 -m timeit \"sum(range(100))\"`: 664 ns against 468 ns), a "
+             "PostgreSQL service worker spent 766-819 us of CPU per evaluation request (the third of three "
+             "12 s runs, three servers), against 876-954 us before the data version was leased, in turns "
+             "(1,679-1,794 against 2,015-2,140 req/s), and a floor worker 326-388 us. The lease "
+             "(`VERSION_LEASE_SECONDS`, 5 ms) lets a worker under load read the data version once per lease "
+             "instead of once per request; a write that bumps it returns 6 ms after its commit, so every "
+             "request that starts after it still answers from the new state, in every process. What is "
+             "left is the service's own work: the body's validation, the answer (and the facts of the pairs "
+             "a worker meets for the first time: one round trip each), two JSON log lines and the metrics, "
+             "about twice the floor's whole cost per request.")
 # Measured apart from this benchmark: EXPLAIN (ANALYZE, BUFFERS) of 40 fresh questions' facts per size.
 PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's indexes and tables at every "
               "size; on the national dataset (1 GB, against 128 MB of shared_buffers on this server) about "
@@ -310,14 +309,17 @@ def render(r: dict) -> str:
       "every scope). What is left is loading the facts of each new (user, company), in one statement "
       "run on the driver's cursor (`Tx.decision_facts`: the user's roles, the company's links to them, "
       "whether it is registered and its pending designations to that e-mail, which a denial's reason "
-      "names), after the data version: two round trips on PostgreSQL, most of its cold figure. (A pooled "
+      "names), after the data version: two round trips on PostgreSQL, most of its cold figure (section 4 "
+      "gives up the version's lease before each cold question, as a worker idle for 5 ms would). A pooled "
       "connection is pinged only after a second idle, not at every checkout as `pool_pre_ping` would: "
-      "that was one more round trip per request.)")
-    w("- A warm answer needs one read per request: the data version (that check is what makes every "
-      "process see a write at once; one statement outside any transaction, SQLAlchemy's Connection "
-      "skipped, on PostgreSQL on a connection each worker keeps for it outside the pool, on SQLite on a "
-      "pooled driver connection; the API key is remembered per worker under that version). Then the "
-      "body is validated with marshmallow (each worker remembers its loads of the users, rights and "
+      "that was one more round trip per request.")
+    w("- A warm answer needs the data version, read at most once per 5 ms lease in each worker (that check "
+      "is what makes every process see a write at once, see `VERSION_LEASE_SECONDS`; one statement outside "
+      "any transaction, SQLAlchemy's Connection skipped, on PostgreSQL on a connection each worker keeps "
+      "for it outside the pool, on SQLite on a pooled driver connection; the API key is remembered per "
+      "worker under that version; section 4's warm call comes right after the cold one, within the lease, "
+      "so it makes no round trip at all). Then the body is validated with marshmallow (each worker "
+      "remembers its loads of the users, rights and "
       "companies it saw) and two JSON log lines are written (request and decision); the floor does none "
       "of that. The stream is long-tailed, so each worker meets many pairs for the first time within a "
       "12 s run; each worker's memo and cache are its own.")

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def pooled(postgres_url):
+def pooled(postgres_url, monkeypatch):
+    # Every data version asked for is read (no lease): these tests are about that read.
+    monkeypatch.setattr(store, "VERSION_LEASE_SECONDS", 0.0)
     database = Database(postgres_url)
     admin = Database(postgres_url)
     yield database, admin
