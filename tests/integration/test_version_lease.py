@@ -28,11 +28,13 @@ def _bump(database: Database) -> None:
         tx.bump_data_version()
 
 
-def test_a_write_returns_only_after_a_lease_taken_just_before_it_is_over(processes):
+def test_a_write_returns_only_after_a_lease_taken_just_before_its_commit_is_over(processes):
     writer, reader = processes
-    before = reader.data_version()  # the reader holds a fresh lease on it
-
-    _bump(writer)
+    reader.data_version()
+    reader.forget_data_version()  # its connection is made: the next lease starts when its read does
+    with writer.transaction() as tx:
+        tx.bump_data_version()
+        before = reader.data_version()  # the old version: the reader's lease starts just before the commit
 
     assert reader.data_version() == before + 1
 
