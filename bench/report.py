@@ -33,7 +33,12 @@ PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's in
               "moves with both), "
               "while the national p50 itself (0.40-0.58 ms) "
               "stayed below the medium p50 before that change (0.55-0.66 ms). A server whose shared_buffers "
-              "holds the working set would not read them.")
+              "holds the working set would not read them. On 2026-11-28 (064dfd7), this section's questions "
+              "asked three times over in a row, outside the benchmark, gave 1.49x, then 1.01x and 1.01x (national "
+              "p50 0.94, then 0.57 and 0.58 ms): only the first pass reads its pages, and on that machine many "
+              "were probably not in the OS cache either (the OS kept 1.3 GB of file cache on a 24 GB machine, and "
+              "`fincore` found 95 of the 187 MB of the national `grants` table and 22 of the 109 MB of its "
+              "`ix_grants_collaborator_company` index in it).")
 # Measured apart from this benchmark, which has no switch for the decision log.
 LOG_COST = ("The decision log lines are about 40% of a warm call of 100 items (measured in process, not by "
             "this benchmark: the first 50 calls of this stream on SQLite at e8aaa6c, 7 rounds alternating, "
