@@ -1086,9 +1086,12 @@ class Tx:
         self.bumped_version = True
         bump = update(data_version).where(data_version.c.id == 1).values(version=data_version.c.version + 1)
         if self.conn.execute(bump).rowcount == 0:
+            # Put back at a random version, not at 1: a worker that last saw 1 would keep its
+            # old answers. Versions are only compared for equality, and a process has seen a
+            # random 62-bit one only by a chance of 2^-62 for each version it saw.
             try:
                 with self.conn.begin_nested():
-                    self.conn.execute(insert(data_version).values(id=1, version=1))
+                    self.conn.execute(insert(data_version).values(id=1, version=secrets.randbits(62)))
             except IntegrityError:  # another writer created it meanwhile
                 self.conn.execute(bump)
 

@@ -763,3 +763,18 @@ def test_a_missing_data_version_row_never_leaves_a_stale_answer(db, management, 
     assert not decisions.decide(ADMIN, "compte", DUPONT).allowed
     with db.transaction(write=False) as tx:
         assert tx.data_version() is not None  # the next change put the row back
+
+
+def test_a_data_version_row_put_back_never_repeats_a_version_a_worker_saw(db, management, decisions, portal):
+    management.register_company(portal, DUPONT, "Maçonnerie Dupont", ADMIN)
+    management.add_admin(as_user(ADMIN), DUPONT, OTHER_ADMIN)
+    with db.engine.begin() as conn:
+        conn.execute(data_version.update().values(version=1))  # the version a row put back would start from
+    db.forget_data_version()  # that change came from outside: no lease covers it
+    assert decisions.decide(ADMIN, "compte", DUPONT).allowed  # cached under version 1
+    with db.engine.begin() as conn:
+        conn.execute(data_version.delete())
+
+    management.remove_admin(as_user(OTHER_ADMIN), DUPONT, ADMIN)  # puts the row back
+
+    assert not decisions.decide(ADMIN, "compte", DUPONT).allowed
