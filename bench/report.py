@@ -14,7 +14,7 @@ CPU_SHARE = ("Throughput against the floor (0.7 asked): on 2026-11-28, on a slow
              "the earlier figures (`python3 -m timeit \"sum(range(100))\"`: 664 ns against 468 ns), a "
              "PostgreSQL service worker spent 766-819 us of CPU per evaluation request (the third of three "
              "12 s runs, three servers), against 876-954 us before the data version was leased, in turns "
-             "(1,679-1,794 against 2,015-2,140 req/s), and a floor worker 326-388 us. The lease "
+             "(2,015-2,140 req/s with the lease, 1,679-1,794 without), and a floor worker 326-388 us. The lease "
              "(`VERSION_LEASE_SECONDS`, 5 ms) lets a worker under load read the data version once per lease "
              "instead of once per request; a write that bumps it returns 6 ms after its commit, so every "
              "request that starts after it still answers from the new state, in every process. What is "
@@ -317,7 +317,10 @@ def render(r: dict) -> str:
       "names), after the data version: two round trips on PostgreSQL, most of its cold figure (section 4 "
       "gives up the version's lease before each cold question, as a worker idle for 5 ms would). A pooled "
       "connection is pinged only after a second idle, not at every checkout as `pool_pre_ping` would: "
-      "that was one more round trip per request.")
+      "that was one more round trip per request. Section 4's questions are also the first to touch their "
+      "pages of the national dataset: on 2026-11-28, the growth section's questions asked once more came "
+      "out about 0.35 ms faster at national size (see Growth below), so on a server that holds its "
+      "working set in memory the cold figure would be lower; I did not measure section 4 that way.")
     w("- A warm answer needs the data version, read at most once per 5 ms lease in each worker (that check "
       "is what makes every process see a write at once, see `VERSION_LEASE_SECONDS`; one statement outside "
       "any transaction, SQLAlchemy's Connection skipped, on PostgreSQL on a connection each worker keeps "
