@@ -12,15 +12,15 @@ TARGET_BACKEND = "postgres"
 # 1's stream against a server started as section 1 starts it, old and new code alternating.
 CPU_SHARE = ("Throughput against the floor (0.7 asked): on 2026-11-28, on a slower machine than the one of "
              "the earlier figures (`python3 -m timeit \"sum(range(100))\"`: 664 ns against 468 ns), a "
-             "PostgreSQL service worker spent 766-819 us of CPU per evaluation request (the third of three "
-             "12 s runs, three servers), against 876-954 us before the data version was leased, in turns "
+             "PostgreSQL service worker spent 766-819 us of CPU per evaluation request (three servers, the "
+             "third of each one's three 12 s runs), against 876-954 us before the data version was leased, in turns "
              "(2,015-2,140 req/s with the lease, 1,679-1,794 without), and a floor worker 326-388 us. The lease "
              "(`VERSION_LEASE_SECONDS`, 5 ms) lets a worker under load read the data version once per lease "
              "instead of once per request; a write that bumps it returns 6 ms after its commit, so every "
              "request that starts after it still answers from the new state, in every process. What is "
              "left is the service's own work: the body's validation, the answer (and the facts of the pairs "
-             "a worker meets for the first time: one round trip each), two JSON log lines and the metrics, "
-             "about twice the floor's whole cost per request.")
+             "a worker meets for the first time: one round trip each), two JSON log lines and the metrics: "
+             "a service worker spends 2.0-2.5 times a floor worker's CPU per request.")
 # Measured apart from this benchmark: EXPLAIN (ANALYZE, BUFFERS) of 40 fresh questions' facts per size.
 PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's indexes and tables at every "
               "size; on the national dataset (1 GB, against 128 MB of shared_buffers on this server) about "
@@ -33,7 +33,7 @@ PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's in
               "moves with both), "
               "while the national p50 itself (0.40-0.58 ms) "
               "stayed below the medium p50 before that change (0.55-0.66 ms). A server whose shared_buffers "
-              "holds the working set would not read them. On 2026-11-28 (064dfd7), this section's questions "
+              "holds the working set would not read them. On 2026-11-28 (323619e), this section's questions "
               "asked three times over in a row, outside the benchmark, gave 1.49x, then 1.01x and 1.01x (national "
               "p50 0.94, then 0.57 and 0.58 ms): only the first pass reads its pages, and on that machine many "
               "were probably not in the OS cache either (the OS kept 1.3 GB of file cache on a 24 GB machine, and "

@@ -80,7 +80,7 @@ STEPS = st.lists(st.tuples(st.integers(0, 1), st.sampled_from(["read", "write"])
 @given(steps=STEPS)
 def test_every_read_after_a_write_returned_sees_it_in_every_process(processes, steps):
     """Whatever the order of reads (leases taken) and writes in two processes, a read
-    made after a write returned answers its version or a later one."""
+    made after a write returned answers that write's version (nothing else writes)."""
     written = processes[0].data_version()
     for who, step in steps:
         if step == "write":
