@@ -26,7 +26,13 @@ _PARTS = {"subject": schemas.SubjectSchema(), "action": schemas.ActionSchema(), 
 _FLAT_AT_MOST = 3  # a flat entity has at most its three string fields (type, id; or name)
 
 
-@lru_cache(maxsize=4096)
+# Entities remembered by ``_loaded_part``. The benchmark's stream names 7,415 users and
+# 11,233 companies: with 4,096 entries, one entity in five was loaded again on the stream's
+# second pass. An entry takes about 540 bytes (tracemalloc), about 18 MB per worker full.
+LOADED_PARTS = 32_768
+
+
+@lru_cache(maxsize=LOADED_PARTS)
 def _loaded_part(part: str, flat: tuple[tuple[str, str], ...]) -> dict:
     """The schema's load of a flat entity, remembered: portals send the same users,
     rights and companies again and again, and loading is most of a batch's cost.
@@ -34,21 +40,25 @@ def _loaded_part(part: str, flat: tuple[tuple[str, str], ...]) -> dict:
     return _PARTS[part].load(dict(flat))
 
 
+def _flat(entity: object) -> tuple[tuple[str, str], ...] | None:
+    """The entity as a tuple of its (name, value) pairs if it is a small dict of strings."""
+    if type(entity) is not dict or len(entity) > _FLAT_AT_MOST:
+        return None
+    flat = tuple(entity.items())
+    for name, value in flat:
+        if type(name) is not str or type(value) is not str:
+            return None
+    return flat
+
+
 def _load_item(merged: dict) -> dict:
     """``EVALUATION.load(merged)``; entities that are flat dicts of strings load from memory."""
-    if merged.keys() == _PARTS.keys():
-        flats = []
-        for part in _PARTS:
-            entity = merged[part]
-            if type(entity) is not dict or len(entity) > _FLAT_AT_MOST:
-                break
-            flat = tuple(entity.items())
-            if not all(type(key) is str and type(value) is str for key, value in flat):
-                break
-            flats.append(flat)
-        else:
+    if len(merged) == len(_PARTS):
+        subject, action, resource = (_flat(merged.get(part)) for part in _PARTS)
+        if subject is not None and action is not None and resource is not None:
             try:
-                return {part: _loaded_part(part, flat) for part, flat in zip(_PARTS, flats, strict=True)}
+                return {"subject": _loaded_part("subject", subject), "action": _loaded_part("action", action),
+                        "resource": _loaded_part("resource", resource)}
             except ValidationError:
                 pass  # the schema itself says why, with the item's own paths
     return EVALUATION.load(merged)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz import tokens
 from service.app import create_app
@@ -191,3 +193,16 @@ def test_a_line_carries_its_extra_fields_and_any_traceback_as_json():
     assert "ValueError: boom" in line["exc_info"] and "Traceback" in line["exc_info"]
     assert datetime.fromisoformat(line["time"]).tzinfo is not None
     assert "args" not in line and "msg" not in line and "exc_text" not in line  # a record's own attributes stay out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False), min_size=1, max_size=6))
+def test_a_line_time_is_the_record_instant_in_utc_to_the_microsecond(instants):
+    # One formatter for the whole sequence: its text of the current second must follow the
+    # clock forwards and backwards.
+    formatter = JsonLines()
+    for created in instants:
+        record = logging.makeLogRecord({"msg": "x", "created": created})
+        written = datetime.fromisoformat(json.loads(formatter.format(record))["time"])
+        assert written.utcoffset() == timedelta(0)
+        assert abs(written - datetime.fromtimestamp(created, UTC)) <= timedelta(microseconds=1)
