@@ -128,6 +128,13 @@ class AnswerCache:
                 self.hits += 1
             return entry
 
+    def take_counts(self) -> tuple[int, int]:
+        """The (hits, misses) of answer lookups since the last call."""
+        with self._lock:
+            counts = (self.hits, self.misses)
+            self.hits = self.misses = 0
+            return counts
+
     def put(self, key: tuple[str, str], entry: Entry, generation: tuple) -> None:
         with self._lock:
             if generation == self._generation:

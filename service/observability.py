@@ -9,8 +9,9 @@ the views carry no metric or logging code:
   resource id, decision, reason) on ``authz.decision`` at ``AUTHZ_DECISION_LOG_LEVEL``;
   headers and bodies are never logged, so neither API keys nor activation tokens are;
 * the metrics: decisions (each item of a batch), request latency by endpoint name and
-  status, search result sizes, database errors (503 ``store_unavailable``), and the
-  policy version in service, read at scrape time so that it follows reloads.
+  status, search result sizes, the answer cache's hits and misses, database errors (503
+  ``store_unavailable``), and the policy version in service, read at scrape time so that
+  it follows reloads.
 
 Under gunicorn, ``service/server.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
 folder before the workers fork; each worker then writes its samples there and a scrape,
@@ -33,6 +34,7 @@ from prometheus_client.core import InfoMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from authz.answers import AnswerCache
 from authz.engine import LoadedPolicy
 from authz.errors import StoreUnavailable
 from service.http import api_doc, requires
@@ -73,8 +75,9 @@ class PolicyInfo(Collector):
 class Metrics:
     """One app's metrics; ``exposition`` renders them (every worker's, in multiprocess mode)."""
 
-    def __init__(self, policy: LoadedPolicy, multiprocess: bool):
+    def __init__(self, policy: LoadedPolicy, answers: AnswerCache, multiprocess: bool):
         self.multiprocess = multiprocess
+        self.answers = answers
         self.policy_info = PolicyInfo(policy)
         self.registry = CollectorRegistry()
         self.decisions = Counter(
@@ -89,6 +92,10 @@ class Metrics:
             "authz_search_results", "Results found by a search (all pages), by kind", ["kind"],
             buckets=SIZE_BUCKETS, registry=self.registry,
         )
+        self.answer_lookups = Counter(
+            "authz_answer_cache_lookups", "Lookups of a (user, company) in a worker's answer cache, by result: one "
+            "per question of a decision, one per candidate of a search", ["result"], registry=self.registry,
+        )
         self.database_errors = Counter(
             "authz_database_errors", "Requests refused with 503 because the database was unavailable",
             registry=self.registry,
@@ -100,6 +107,7 @@ class Metrics:
                 self.decisions.labels(endpoint, result)
         for kind in SEARCH_KINDS.values():
             self.search_results.labels(kind)
+        self._hits, self._misses = self.answer_lookups.labels("hit"), self.answer_lookups.labels("miss")
         # Each request adds to one latency series: find it in a dict, not through
         # ``labels``, which checks and joins the label values every time.
         self._latency_series: dict[tuple[str, int], Histogram] = {}
@@ -109,6 +117,14 @@ class Metrics:
         if series is None:
             series = self._latency_series[(endpoint, status)] = self.latency.labels(endpoint, str(status))
         return series
+
+    def count_answer_lookups(self) -> None:
+        """Add the cache's lookups since the last request (its own counts cost less)."""
+        hits, misses = self.answers.take_counts()
+        if hits:
+            self._hits.inc(hits)
+        if misses:
+            self._misses.inc(misses)
 
     def exposition(self) -> bytes:
         if not self.multiprocess:
@@ -243,6 +259,7 @@ def _record(response: Response, elapsed: float) -> None:
     endpoint = asked.endpoint or UNMATCHED
     status = response.status_code
     metrics.latency_of(endpoint, status).observe(elapsed)
+    metrics.count_answer_lookups()
     if status == 503 and _error_code(response) == StoreUnavailable.code:
         metrics.database_errors.inc()
     key = state.get("api_key")
@@ -314,7 +331,8 @@ def install(app: Flask) -> None:
     """Configure logging for this process, and add the metrics, the hooks and ``/metrics``."""
     configure_logging(app.config["AUTHZ_LOG_LEVEL"])
     multiprocess = MULTIPROC_ENV in os.environ  # as prometheus_client decides
-    app.extensions[EXTENSION] = Metrics(app.extensions["authz"].policy, multiprocess)
+    services = app.extensions["authz"]
+    app.extensions[EXTENSION] = Metrics(services.policy, services.decisions.cache, multiprocess)
     app.before_request(_started)
     app.after_request(_finished)
     app.register_blueprint(bp)

@@ -15,6 +15,7 @@ METRIC_NAMES = [
     "authz_request_duration_seconds",
     "authz_search_results",
     "authz_database_errors_total",
+    "authz_answer_cache_lookups_total",
     "authz_policy_info",
 ]
 ALLOWED = question(COLLAB, COLLAB_SCOPE[0], DUPONT)
@@ -100,6 +101,28 @@ def test_refused_evaluations_are_not_decisions(api, story):
     assert api.post("/access/v1/evaluation", key="pep", json={"subject": {}}).status_code == 400
     samples = scrape(api)
     assert sum(v for (name, _), v in samples.items() if name == "authz_decisions_total") == 0
+
+
+# ---- the answer cache -----------------------------------------------------------------------
+
+
+def lookups(samples: dict, result: str) -> float:
+    return value(samples, "authz_answer_cache_lookups_total", result=result)
+
+
+def test_answer_cache_hits_and_misses_are_counted_and_a_write_empties_the_cache(api, story):
+    before = scrape(api)
+    assert api.post("/access/v1/evaluation", key="pep", json=ALLOWED).get_json()["decision"] is True
+    assert api.post("/access/v1/evaluation", key="pep", json=ALLOWED).get_json()["decision"] is True
+    asked_twice = scrape(api)
+    assert lookups(asked_twice, "miss") - lookups(before, "miss") == 1
+    assert lookups(asked_twice, "hit") - lookups(before, "hit") == 1
+
+    assert api.delete(f"/v1/delegations/{story.delegation['id']}", user=ADMIN).status_code == 200
+    assert api.post("/access/v1/evaluation", key="pep", json=ALLOWED).get_json()["decision"] is False
+    after_write = scrape(api)
+    assert lookups(after_write, "miss") - lookups(asked_twice, "miss") == 1
+    assert lookups(after_write, "hit") == lookups(asked_twice, "hit")
 
 
 # ---- latency --------------------------------------------------------------------------------
