@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete
 
 from authz import tokens
@@ -52,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "var" / "bench"
 GROWTH = ("medium", "large", "national")  # ~10k, ~100k, ~1M grants
 BENCH_KEY = "bench-pep"
+BENCH_ADMIN_KEY = "bench-admin"  # reads /metrics
 SEARCH_RIGHT = "compte"
 
 
@@ -254,17 +256,30 @@ def inprocess_search(url: str, manager: str, reference: Preloaded, samples: int,
 # ---- HTTP --------------------------------------------------------------------------------------
 
 
-def install_key(url: str) -> str:
-    """A fresh pep key named BENCH_KEY (replacing the previous run's); returns the secret."""
+def install_key(url: str, name: str = BENCH_KEY, role: str = "pep") -> str:
+    """A fresh key of ``role`` named ``name`` (replacing the previous run's); returns the secret."""
     secret = tokens.new_secret("authz_")
     db = Database(url)
     try:
         with db.transaction() as tx:
-            tx.conn.execute(delete(api_keys).where(api_keys.c.name == BENCH_KEY))
-            tx.insert_api_key(BENCH_KEY, "pep", tokens.digest(secret), utcnow())
+            tx.conn.execute(delete(api_keys).where(api_keys.c.name == name))
+            tx.insert_api_key(name, role, tokens.digest(secret), utcnow())
     finally:
         db.dispose()
     return secret
+
+
+def answer_lookups(port: int, admin_key: str) -> dict[str, float]:
+    """The service's answer cache hits and misses so far, summed over its workers (/metrics)."""
+    status, raw = http.request(port, "GET", "/metrics", token=admin_key)
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    found = {"hit": 0.0, "miss": 0.0}
+    for family in text_string_to_metric_families(raw.decode()):
+        for sample in family.samples:
+            if sample.name == "authz_answer_cache_lookups_total":
+                found[sample.labels["result"]] += sample.value
+    return found
 
 
 def verify_http(server: http.Server, token: str, questions: list[Question], reference: Preloaded) -> dict:
@@ -340,6 +355,7 @@ def http_suite(backend: str, url: str, plan: Plan, workers: int, files: dict, ma
     for old in logs.glob("*.log"):
         old.unlink()
     key = install_key(url)
+    admin_key = install_key(url, BENCH_ADMIN_KEY, "admin")
     floor = http.Server.floor(logs, workers)
     service = http.Server.service(url, logs, workers)
     result: dict = {}
@@ -354,11 +370,22 @@ def http_suite(backend: str, url: str, plan: Plan, workers: int, files: dict, ma
         runs = {"floor": [], "service": []}
         for round_ in range(plan.rounds):
             for name, server in (("floor", floor), ("service", service)):
+                # What each request cost the workers, and how often the service's answer came
+                # from its cache: what the ratio is made of.
+                lookups = answer_lookups(service.port, admin_key) if server is service else None
+                cpu = server.worker_cpu_seconds()
                 found = http.load(server.port, "/access/v1/evaluation", files["bodies"], key, plan.http_seconds,
                                   plan.connections)
-                runs[name].append(asdict(found) | {"rps": found.rps})
+                extra = {"worker_cpu_us": (server.worker_cpu_seconds() - cpu) * 1e6 / max(found.requests, 1)}
+                if lookups is not None:
+                    after = answer_lookups(service.port, admin_key)
+                    extra |= {"cache_hits": after["hit"] - lookups["hit"],
+                              "cache_misses": after["miss"] - lookups["miss"]}
+                runs[name].append(asdict(found) | {"rps": found.rps} | extra)
                 say(f"{backend}: evaluation {name} round {round_ + 1}: {found.rps:.0f} req/s "
-                    f"p50 {found.p50_ms:.1f} ms p99 {found.p99_ms:.1f} ms errors {found.errors}")
+                    f"p50 {found.p50_ms:.1f} ms p99 {found.p99_ms:.1f} ms errors {found.errors}, "
+                    f"worker CPU {extra['worker_cpu_us']:.0f} us per request"
+                    + (f", answer cache misses {extra['cache_misses']:.0f}" if lookups is not None else ""))
         result["evaluation"] = runs
         runs = {"floor": [], "service": []}
         for round_ in range(plan.rounds):

@@ -187,6 +187,27 @@ def render(r: dict) -> str:
           f"{_f(_median(ev['service'], 'p50_ms'))} / {_f(_median(ev['service'], 'p99_ms'))} | "
           f"{_f(_median(ev['floor'], 'p50_ms'))} / {_f(_median(ev['floor'], 'p99_ms'))} | {errors} |")
     w("")
+    rounds = [(backend, n, service, floor)
+              for backend, b in r["backends"].items()
+              for n, (service, floor) in enumerate(zip(b["http"]["evaluation"]["service"],
+                                                       b["http"]["evaluation"]["floor"], strict=False), 1)
+              if "worker_cpu_us" in service and "worker_cpu_us" in floor]
+    if rounds:
+        w("Round by round: the workers' CPU time per request (user and system, from /proc) and the share of "
+          "the service's questions its workers answered from their caches (`authz_answer_cache_lookups_total`); "
+          "a miss reads the pair's facts from the database.")
+        w("")
+        w("| backend | round | service req/s | floor req/s | ratio | worker CPU per request service / floor us "
+          "| CPU ratio | answer cache hits |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for backend, n, service, floor in rounds:
+            asked = service["cache_hits"] + service["cache_misses"]
+            hits = f"{100 * service['cache_hits'] / asked:.1f}%" if asked else "n/a"
+            w(f"| {backend} | {n} | {_f(service['rps'], 0)} | {_f(floor['rps'], 0)} | "
+              f"{_ratio(service['rps'], floor['rps'])} | {_f(service['worker_cpu_us'], 0)} / "
+              f"{_f(floor['worker_cpu_us'], 0)} | {_ratio(service['worker_cpu_us'], floor['worker_cpu_us'])} | "
+              f"{hits} |")
+        w("")
     w("## 2. POST /access/v1/evaluations, 100 items per call")
     w("")
     w("| backend | service decisions/s | floor decisions/s | ratio | service p50 / p99 ms per call | errors |")
