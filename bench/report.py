@@ -8,19 +8,21 @@ from pathlib import Path
 
 TARGET_SIZE = "national"
 TARGET_BACKEND = "postgres"
-# Measured apart from this benchmark: per-process CPU time from /proc over 12 s wrk runs of section
-# 1's stream against a server started as section 1 starts it, old and new code alternating.
-CPU_SHARE = ("Throughput against the floor (0.7 asked): on 2026-11-28, on a slower machine than the one of "
-             "the earlier figures (`python3 -m timeit \"sum(range(100))\"`: 664 ns against 468 ns), a "
-             "PostgreSQL service worker spent 766-819 us of CPU per evaluation request (three servers, the "
-             "third of each one's three 12 s runs), against 876-954 us before the data version was leased, in turns "
-             "(2,015-2,140 req/s with the lease, 1,679-1,794 without), and a floor worker 326-388 us. The lease "
-             "(`VERSION_LEASE_SECONDS`, 5 ms) lets a worker under load read the data version once per lease "
-             "instead of once per request; a write that bumps it returns 6 ms after its commit, so every "
-             "request that starts after it still answers from the new state, in every process. What is "
-             "left is the service's own work: the body's validation, the answer (and the facts of the pairs "
-             "a worker meets for the first time: one round trip each), two JSON log lines and the metrics: "
-             "a service worker spends 2.0-2.5 times a floor worker's CPU per request.")
+# Measured apart from this benchmark: 12 s wrk runs of section 1's stream after 40 s of it (caches
+# warm), against a server started as section 1 starts it, old and new code alternating.
+CPU_SHARE = ("Throughput against the floor (0.7 asked): section 1's round-by-round table gives each round's CPU "
+             "per request; the service's ratio follows its workers' cache hits, because the stream is long-tailed "
+             "and each worker's cache is its own (a pair that went to the other worker is a miss). In process, a "
+             "miss cost 143-177 us of the worker's CPU and 250-301 us of wall time on PostgreSQL; a hit, about 9 "
+             'us. With the caches warm (40 s of the stream first, two workers, PostgreSQL, 2026-11-28), in turns: '
+             '3,685-4,064 req/s at 16221c7 against 3,409-3,530 at f33c3a0 (worker CPU 394-427 us per request '
+             'against 449-463 us), from cheaper log lines and metrics and a memo of 32,768 validated entities '
+             '(with 4,096, one in five was validated again on this stream). Warm and side by side with the floor '
+             'at 1cf48d3 (three rounds): 3,540-3,943 req/s against 6,761-6,923, a ratio of 0.52-0.58, and 404-437 '
+             'us of worker CPU per request against 210-215 us. What a service worker does beyond the floor is '
+             "spread: the key check, the body's validation, the answer, two JSON log lines and the metrics, each a"
+             ' few percent of its CPU. Without the decision lines (`AUTHZ_DECISION_LOG_LEVEL=DEBUG`), 4,003-4,369 '
+             'req/s against 4,035-4,092 with them, in turns.')
 # Measured apart from this benchmark: EXPLAIN (ANALYZE, BUFFERS) of 40 fresh questions' facts per size.
 PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's indexes and tables at every "
               "size; on the national dataset (1 GB, against 128 MB of shared_buffers on this server) about "
@@ -38,7 +40,11 @@ PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's in
               "p50 0.94, then 0.57 and 0.58 ms): only the first pass reads its pages, and on that machine many "
               "were probably not in the OS cache either (the OS kept 1.3 GB of file cache on a 24 GB machine, and "
               "`fincore` found 95 of the 187 MB of the national `grants` table and 22 of the 109 MB of its "
-              "`ix_grants_collaborator_company` index in it).")
+              "`ix_grants_collaborator_company` index in it). Two full runs on one machine on 2026-11-28 gave "
+              "1.16x (f33c3a0, datasets just loaded) and 1.48x (1cf48d3); on that machine the file cache stayed "
+              "near 2.4 GB with 21 GB free, and of the national `grants` table read whole into it, 173 of 196 MB "
+              "were still there 30 s later, the machine idle: what the first pass reads from the disk moves "
+              "from run to run.")
 # Measured apart from this benchmark, which has no switch for the decision log.
 LOG_COST = ("The decision log lines are about 40% of a warm call of 100 items (measured in process, not by "
             "this benchmark: the first 50 calls of this stream on SQLite at e8aaa6c, 7 rounds alternating, "
