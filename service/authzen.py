@@ -28,7 +28,8 @@ _FLAT_AT_MOST = 3  # a flat entity has at most its three string fields (type, id
 
 # Entities remembered by ``_loaded_part``. The benchmark's stream names 7,415 users and
 # 11,233 companies: with 4,096 entries, one entity in five was loaded again on the stream's
-# second pass. An entry takes about 540 bytes (tracemalloc), about 18 MB per worker full.
+# second pass. An entry takes about 540 bytes besides its key's strings (tracemalloc): 18 MB
+# or more per worker when full.
 LOADED_PARTS = 32_768
 
 
@@ -54,7 +55,8 @@ def _flat(entity: object) -> tuple[tuple[str, str], ...] | None:
 def _load_item(merged: dict) -> dict:
     """``EVALUATION.load(merged)``; entities that are flat dicts of strings load from memory."""
     if len(merged) == len(_PARTS):
-        subject, action, resource = (_flat(merged.get(part)) for part in _PARTS)
+        subject, action, resource = (_flat(merged.get("subject")), _flat(merged.get("action")),
+                                     _flat(merged.get("resource")))
         if subject is not None and action is not None and resource is not None:
             try:
                 return {"subject": _loaded_part("subject", subject), "action": _loaded_part("action", action),
