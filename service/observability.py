@@ -108,15 +108,6 @@ class Metrics:
         for kind in SEARCH_KINDS.values():
             self.search_results.labels(kind)
         self._hits, self._misses = self.answer_lookups.labels("hit"), self.answer_lookups.labels("miss")
-        # Each request adds to one latency series: find it in a dict, not through
-        # ``labels``, which checks and joins the label values every time.
-        self._latency_series: dict[tuple[str, int], Histogram] = {}
-
-    def latency_of(self, endpoint: str, status: int) -> Histogram:
-        series = self._latency_series.get((endpoint, status))
-        if series is None:
-            series = self._latency_series[(endpoint, status)] = self.latency.labels(endpoint, str(status))
-        return series
 
     def count_answer_lookups(self) -> None:
         """Add the cache's lookups since the last request (its own counts cost less)."""
@@ -184,23 +175,9 @@ class JsonLines(logging.Formatter):
 
     _encoder = json.JSONEncoder(ensure_ascii=False, default=str)  # ``json.dumps`` builds one per call
 
-    def __init__(self):
-        super().__init__()
-        self._second: tuple[int, str] = (-1, "")  # the last second written, as text
-
-    def _time(self, created: float) -> str:
-        """``created`` in ISO 8601 to the microsecond; the date and time of day are
-        formatted once per second (a line is written for every request)."""
-        whole = int(created)
-        second, text = self._second
-        if whole != second:
-            text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._second = (whole, text)
-        return f"{text}.{int((created - whole) * 1_000_000):06d}+00:00"
-
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": self._time(record.created),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -258,7 +235,7 @@ def _record(response: Response, elapsed: float) -> None:
     asked, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
     endpoint = asked.endpoint or UNMATCHED
     status = response.status_code
-    metrics.latency_of(endpoint, status).observe(elapsed)
+    metrics.latency.labels(endpoint, str(status)).observe(elapsed)
     metrics.count_answer_lookups()
     if status == 503 and _error_code(response) == StoreUnavailable.code:
         metrics.database_errors.inc()

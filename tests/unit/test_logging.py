@@ -198,8 +198,6 @@ def test_a_line_carries_its_extra_fields_and_any_traceback_as_json():
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False), min_size=1, max_size=6))
 def test_a_line_time_is_the_record_instant_in_utc_to_the_microsecond(instants):
-    # One formatter for the whole sequence: its text of the current second must follow the
-    # clock forwards and backwards.
     formatter = JsonLines()
     for created in instants:
         record = logging.makeLogRecord({"msg": "x", "created": created})
