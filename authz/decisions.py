@@ -46,9 +46,10 @@ class _Reading:
 class Decisions:
     """Answer "may user X do Y for company Z?" and its searches.
 
-    Answers for the rights of the policy go through a per-process ``AnswerCache``
-    (see ``authz.answers`` for why a cached answer is never stale); any other action
-    is asked of the policy directly.
+    Questions go through a per-process ``AnswerCache`` (see ``authz.answers`` for why a
+    cached answer is never stale): it keeps the facts of each (user, company) and the
+    answers for the rights of the policy; any other action is asked of the policy about
+    the kept facts each time.
 
     ``seen`` is the data version the caller read at the start of the request (with the
     API key, say); then a question whose answer is cached needs no transaction at all.
@@ -108,14 +109,12 @@ class Decisions:
         engine = self.policy()
         now = self.clock().timestamp()
         with self._reading(engine, seen) as (reading, generation):
-            known = [(email, siret) for email, right, siret in questions if right in engine.rights]
-            entries = self._entries(reading, generation, known, now)
+            entries = self._entries(reading, generation, [(email, siret) for email, _, siret in questions], now)
             rules: list[str | None] = []
             for email, right, siret in questions:
-                if right in engine.rights:
-                    rules.append(_rule(engine, entries[(email, siret)], right))
-                else:
-                    rules.append(self._unknown_right(reading.tx(), engine, email, right, siret, now))
+                entry = entries[(email, siret)]
+                rules.append(_rule(engine, entry, right) if right in engine.rights
+                             else _unknown_right(engine, entry, right))
                 if stop_on is not None and (rules[-1] is not None) is stop_on:
                     break
             asked = questions[: len(rules)]
@@ -130,13 +129,6 @@ class Decisions:
                                 else "unknown_right")
             for (email, right, siret), rule in zip(asked, rules, strict=True)
         ]
-
-    def _unknown_right(self, tx: Tx, engine: Engine, email: str, right: str, siret: str, now: float) -> str | None:
-        """Not a right of the policy: ask the entry rule directly, never from the cache."""
-        user, company, _, _ = tx.decision_facts([(email, siret)], now).of(email, siret)
-        if engine.allows(user, right, company):
-            return preferred_rule(engine.rules_granting(user, right, company))
-        return None
 
     @staticmethod
     def _explain_denials(engine: Engine, denied: list[tuple[Entry, str]]) -> None:
@@ -218,6 +210,17 @@ def _rule(engine: Engine, entry: Entry, right: str) -> str | None:
     if right not in entry.rules:
         entry.rules[right] = engine.answer(entry.user, right, entry.company)
     return entry.rules[right]
+
+
+def _unknown_right(engine: Engine, entry: Entry, right: str) -> str | None:
+    """Not a right of the policy: asked of the entry rule about the entry's facts, as a
+    right of the policy is, but never remembered (not in ``entry.rules``, nor in the
+    engine's memo): the right is whatever string the caller sent, and remembering those
+    would let callers fill memory. The facts come from the cache all the same: a caller
+    sending unknown rights costs a query per new pair, not per question."""
+    if engine.allows(entry.user, right, entry.company):
+        return preferred_rule(engine.rules_granting(entry.user, right, entry.company))
+    return None
 
 
 def _when(epoch: float | None) -> datetime | None:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from authz.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from authz.model import LinkStatus
+from authz.store import Tx
 from authz.tables import data_version, metadata
 from authz.usecases import Management
 from tests.support import (
@@ -654,6 +655,21 @@ def test_decide_denies_a_management_action_asked_as_a_right(management, decision
     register(management, portal)
     decision = decisions.decide(ADMIN, action, DUPONT)
     assert (decision.allowed, decision.reason) == (False, "unknown_right")
+
+
+def test_an_unknown_right_is_answered_from_the_cached_facts_and_never_remembered(
+        management, decisions, portal, monkeypatch):
+    register(management, portal)
+    reads = []
+    real = Tx.decision_facts
+    monkeypatch.setattr(Tx, "decision_facts", lambda tx, pairs, *rest: reads.append(pairs) or real(tx, pairs, *rest))
+
+    asked = [decisions.decide(ADMIN, right, DUPONT) for right in ("compte", "paie", "paie2", "paie")]
+
+    assert [(d.allowed, d.reason) for d in asked] == [
+        (True, "company_admin"), (False, "unknown_right"), (False, "unknown_right"), (False, "unknown_right")]
+    assert reads == [[(ADMIN, DUPONT)]]  # the first question read the pair's facts; no other did
+    assert set(decisions.cache.get((ADMIN, DUPONT), 0.0).rules) == {"compte"}  # the caller's strings are not kept
 
 
 def test_decide_many_stops_at_the_first_requested_answer(management, decisions, portal):
