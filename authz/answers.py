@@ -4,8 +4,11 @@ Two kinds of entries: the facts and answers of one (user, company), and the resu
 one search (the companies a user holds a right on, or the users holding a right on a
 company). An entry is served only while three things hold:
 * the policy version it was computed under is still the one in service;
-* the data version (bumped in the transaction of every change) is still the one read
-  at the start of the request: after a write returns, every process forgets;
+* no change since it was computed named its user or its company (a search: no change
+  at all). Every change bumps the data version and names what it touched, in its own
+  transaction; each request reads the version first, and on a new one the cache forgets
+  what the changes in between named, so after a write returns, every process forgets
+  the answers it may have changed, and keeps the others;
 * the clock has not reached the entry's horizon: the earliest end date among the
   links it was computed from (and at most ``max_age`` seconds), so an answer that
   depends on an end date is never served past that date.
@@ -20,9 +23,20 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from authz import model
+
+# The scopes a data version names (see ``tables.data_changes``): the cached answers of a
+# user, of a company, or all of them.
+USER = "user:"
+COMPANY = "company:"
+EVERYTHING = "*"
+
+# ``changed(old, new)``: the scopes data versions old+1 .. new changed, None if unknown.
+Changed = Callable[[int, int], "frozenset[str] | None"]
 
 
 @dataclass
@@ -67,6 +81,11 @@ class _Lru:
         self.entries.clear()
         self.weight = 0
 
+    def drop(self, doomed: Callable[[Any], bool]) -> None:
+        """Remove the entries whose key is ``doomed``."""
+        for key in [key for key in self.entries if doomed(key)]:
+            self.weight -= self.weigh(self.entries.pop(key))
+
     def get(self, key, now: float):
         entry = self.entries.get(key)
         if entry is None or now >= entry.valid_until:
@@ -109,15 +128,40 @@ class AnswerCache:
     def size(self) -> int:
         return self._answers.size
 
-    def sync(self, generation: tuple) -> tuple:
-        """Forget everything when the policy or the data changed since the last request;
-        return the generation to store this request's answers under."""
+    def sync(self, generation: tuple, changed: Changed | None = None) -> tuple:
+        """Move to ``generation`` (the policy version, the data version) if the cache is not
+        there yet; return it, to store this request's answers under.
+
+        Moving on forgets every search, and the answers whose user or company a change in
+        between named: ``changed(old, new)`` gives the scopes that data versions old+1 ..
+        new changed (see ``tables.data_changes``), None if it cannot tell. Everything is
+        forgotten when the policy changed, when the versions are not consecutive integers,
+        or when a scope is ``*``."""
         with self._lock:
-            if generation != self._generation:
-                self._answers.clear()
-                self._searches.clear()
-                self._generation = generation
-            return generation
+            current = self._generation
+            if generation == current:
+                return generation
+        scopes = None
+        if changed is not None and current is not None and current[0] == generation[0]:
+            old, new = current[1], generation[1]
+            if type(old) is int and type(new) is int and old < new:
+                scopes = changed(old, new)  # a read: outside the lock
+        with self._lock:
+            if self._generation != current:  # another thread moved it meanwhile
+                scopes = None
+            self._forget(scopes)
+            self._generation = generation
+        return generation
+
+    def _forget(self, scopes: frozenset[str] | None) -> None:
+        self._searches.clear()  # a search depends on more than its user or company
+        if scopes is None or EVERYTHING in scopes:
+            self._answers.clear()
+            return
+        users = {scope.removeprefix(USER) for scope in scopes if scope.startswith(USER)}
+        companies = {scope.removeprefix(COMPANY) for scope in scopes if scope.startswith(COMPANY)}
+        if users or companies:
+            self._answers.drop(lambda key: key[0] in users or key[1] in companies)
 
     def get(self, key: tuple[str, str], now: float) -> Entry | None:
         with self._lock:

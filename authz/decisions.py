@@ -73,7 +73,8 @@ class Decisions:
             reading = _Reading(self.db, stack, seen)
             # Without a data version no change can be noticed: forget at every request.
             version = reading.version if reading.version is not None else object()
-            yield reading, self.cache.sync((engine.version, version))
+            yield reading, self.cache.sync((engine.version, version),
+                                           lambda old, new: reading.tx().changes_between(old, new))
 
     def _entries(self, reading: _Reading, generation: tuple, pairs: Iterable[Pair], now: float,
                  search: bool = False) -> dict[Pair, Entry]:

@@ -55,7 +55,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from authz import model
+from authz import answers, model
 from authz.errors import Conflict, StoreUnavailable
 from authz.tables import (
     api_keys,
@@ -63,6 +63,7 @@ from authz.tables import (
     collaborators,
     companies,
     company_admins,
+    data_changes,
     data_version,
     delegations,
     firms,
@@ -358,6 +359,13 @@ VERSION_LEASE_SECONDS = 0.005
 # at rates that differ by NTP's slew limit (500 ppm: 2.5 µs over a lease).
 _LEASE_MARGIN_SECONDS = 0.001
 
+# What a version changed is kept for this many versions after it (``data_changes``): a
+# process that last saw an older version forgets all its answers.
+CHANGES_KEPT = 10_000
+# A change naming more scopes than this is recorded as changing everything.
+SCOPES_AT_MOST = 1_000
+KEYS = "keys"  # the scope of API key changes: no cached answer depends on a key
+
 
 def _boot_clock() -> float:
     """Seconds since boot, suspended time included (unlike ``time.monotonic`` on Linux): a
@@ -426,6 +434,8 @@ class Database:
                     txid = conn.exec_driver_sql("SELECT txid_current()").scalar()
                 tx = Tx(conn, self.is_sqlite)
                 yield tx
+                if tx.bumped_version:
+                    tx.write_changes()
             except BaseException:
                 with suppress(Exception):  # the connection may be gone already
                     transaction.rollback()
@@ -680,6 +690,16 @@ class Tx:
         self.conn = conn
         self.is_sqlite = is_sqlite
         self.bumped_version = False
+        self.version: int | None = None  # the data version this transaction bumped to
+        # What its writes touched (``answers.USER`` + email, ``answers.COMPANY`` + siret,
+        # "keys"): the cached answers it may change. Every write method adds to it.
+        self.scopes: set[str] = set()
+
+    def _touched(self, *, company: str | None = None, user: str | None = None) -> None:
+        if company is not None:
+            self.scopes.add(answers.COMPANY + company)
+        if user is not None:
+            self.scopes.add(answers.USER + user)
 
     def _batch(self, *lists: list[str]) -> _Batch:
         """The form of the batch statements for these lists of keys (see ``_Batch``)."""
@@ -850,6 +870,7 @@ class Tx:
                              {pair: tuple(sorted(found, key=lambda d: d.id)) for pair, found in pending.items()})
 
     def insert_company(self, siret: str, name: str, now: datetime) -> None:
+        self._touched(company=siret)
         self.conn.execute(insert(companies).values(siret=siret, name=name, created_at=now))
 
     def company(self, siret: str) -> model.CompanyRecord | None:
@@ -876,10 +897,12 @@ class Tx:
         self.ensure_user(email, now)
         if email in self.admins(siret):
             return False
+        self._touched(company=siret, user=email)
         self.conn.execute(insert(company_admins).values(company_siret=siret, user_email=email, created_at=now))
         return True
 
     def remove_admin(self, siret: str, email: str) -> None:
+        self._touched(company=siret, user=email)
         self.conn.execute(
             sql_delete(company_admins).where(
                 company_admins.c.company_siret == siret, company_admins.c.user_email == email
@@ -889,6 +912,7 @@ class Tx:
     # ---- delegations ------------------------------------------------------------------
 
     def insert_delegation(self, **values) -> None:
+        self._touched(company=values["company_siret"])
         self.conn.execute(insert(delegations).values(**values))
 
     def delegation_row(self, delegation_id: str, lock: bool = False):
@@ -925,7 +949,9 @@ class Tx:
         return self.conn.execute(self._lock(query) if lock else query).first()
 
     def update_delegation(self, delegation_id: str, **values) -> None:
-        self.conn.execute(update(delegations).where(delegations.c.id == delegation_id).values(**values))
+        changed = update(delegations).where(delegations.c.id == delegation_id).values(**values)
+        for row in self.conn.execute(changed.returning(delegations.c.company_siret)):
+            self._touched(company=row.company_siret)
 
     def delegations_of_firm(self, firm_siret: str) -> list:
         return list(
@@ -947,6 +973,7 @@ class Tx:
         return self.conn.execute(self._lock(query) if lock else query).first()
 
     def insert_firm(self, siret: str, name: str, manager_email: str, now: datetime) -> None:
+        self._touched(user=manager_email)
         self.conn.execute(insert(firms).values(siret=siret, name=name, manager_email=manager_email, created_at=now))
 
     def collaborators(self, firm_siret: str) -> list:
@@ -966,9 +993,11 @@ class Tx:
 
     def add_collaborator(self, firm_siret: str, email: str, now: datetime) -> None:
         self.ensure_user(email, now)
+        self._touched(user=email)
         self.conn.execute(insert(collaborators).values(firm_siret=firm_siret, user_email=email, created_at=now))
 
     def remove_collaborator(self, firm_siret: str, email: str) -> None:
+        self._touched(user=email)
         self.conn.execute(
             sql_delete(collaborators).where(
                 collaborators.c.firm_siret == firm_siret, collaborators.c.user_email == email
@@ -978,6 +1007,7 @@ class Tx:
     # ---- grants -----------------------------------------------------------------------
 
     def insert_grant(self, **values) -> None:
+        self._touched(company=values["company_siret"])
         self.conn.execute(insert(grants).values(**values))
 
     def grant_row(self, grant_id: str, lock: bool = False):
@@ -1008,7 +1038,9 @@ class Tx:
         )
 
     def update_grant(self, grant_id: str, **values) -> None:
-        self.conn.execute(update(grants).where(grants.c.id == grant_id).values(**values))
+        changed = update(grants).where(grants.c.id == grant_id).values(**values)
+        for row in self.conn.execute(changed.returning(grants.c.company_siret)):
+            self._touched(company=row.company_siret)
 
     # ---- API keys -----------------------------------------------------------------------
 
@@ -1016,6 +1048,7 @@ class Tx:
         self.conn.execute(
             insert(api_keys).values(id=new_id(), name=name, role=role, key_hash=key_hash, created_at=now)
         )
+        self.scopes.add(KEYS)
         self.bump_data_version()  # processes that remember keys must look again
 
     def api_key_by_hash(self, key_hash: str) -> model.ApiKey | None:
@@ -1029,6 +1062,7 @@ class Tx:
         result = self.conn.execute(
             update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
         )
+        self.scopes.add(KEYS)
         self.bump_data_version()  # a revoked key must fail at once in every process
         return result.rowcount > 0
 
@@ -1083,18 +1117,46 @@ class Tx:
         self.bump_data_version()
 
     def bump_data_version(self) -> None:
-        """Count one more change; the row is created if someone removed it."""
+        """Count one more change, once per transaction (``write_changes`` names what it
+        touched at commit); the row is created if someone removed it."""
+        if self.bumped_version:
+            return
         self.bumped_version = True
-        bump = update(data_version).where(data_version.c.id == 1).values(version=data_version.c.version + 1)
-        if self.conn.execute(bump).rowcount == 0:
+        bump = (update(data_version).where(data_version.c.id == 1).values(version=data_version.c.version + 1)
+                .returning(data_version.c.version))
+        self.version = self.conn.execute(bump).scalar()
+        if self.version is None:
             # Put back at a random version, not at 1: a worker that last saw 1 would keep its
             # old answers. Versions are only compared for equality, and a process has seen a
-            # random 62-bit one only by a chance of 2^-62 for each version it saw.
+            # random 62-bit one only by a chance of 2^-62 for each version it saw. (Nor does
+            # it follow the version a worker saw, so the worker forgets everything.)
             try:
                 with self.conn.begin_nested():
-                    self.conn.execute(insert(data_version).values(id=1, version=secrets.randbits(62)))
+                    self.version = secrets.randbits(62)
+                    self.conn.execute(insert(data_version).values(id=1, version=self.version))
             except IntegrityError:  # another writer created it meanwhile
-                self.conn.execute(bump)
+                self.version = self.conn.execute(bump).scalar()
+
+    def write_changes(self) -> None:
+        """Name what the version this transaction bumped to changed, before it commits: its
+        scopes, or everything if no write method named any (a bulk load, say) or too many;
+        and drop what versions long past changed."""
+        version = self.version
+        assert version is not None, "called only after bump_data_version"
+        scopes = self.scopes if 0 < len(self.scopes) <= SCOPES_AT_MOST else {answers.EVERYTHING}
+        self.conn.execute(insert(data_changes), [{"version": version, "scope": scope} for scope in sorted(scopes)])
+        self.conn.execute(sql_delete(data_changes).where(data_changes.c.version <= version - CHANGES_KEPT))
+
+    def changes_between(self, old: int, new: int) -> frozenset[str] | None:
+        """The scopes data versions old+1 .. new changed; None if one of them is not on
+        record (purged, or the version row was put back at a random version)."""
+        if not 0 < new - old <= CHANGES_KEPT:
+            return None
+        rows = self.conn.execute(select(data_changes.c.version, data_changes.c.scope)
+                                 .where(data_changes.c.version > old, data_changes.c.version <= new)).all()
+        if len({row.version for row in rows}) != new - old:
+            return None
+        return frozenset(row.scope for row in rows)
 
     def data_version(self) -> int | None:
         """The current data version; None if its row is missing (then nothing may be cached)."""

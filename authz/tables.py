@@ -257,6 +257,18 @@ data_version = Table(
 )
 event.listen(data_version, "after_create", DDL("INSERT INTO data_version (id, version) VALUES (1, 0)"))
 
+# What each version changed, written in the same transaction as the bump: the scopes
+# ("company:<siret>", "user:<email>", "keys", or "*" for anything) whose cached answers
+# it may have changed. A process that saw version A and now reads B forgets only the
+# answers of the scopes of A+1 .. B, and everything when one of them is missing.
+data_changes = Table(
+    "data_changes",
+    metadata,
+    Column("version", BigInteger, nullable=False),
+    Column("scope", String(400), nullable=False),
+    Index("ix_data_changes_version", "version"),  # the changes between two versions; the purge
+)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -365,9 +365,10 @@ def render(r: dict) -> str:
       "lookup and one decision log line. " + LOG_COST)
     w("- Searches: a result is kept per process under the same rules as an answer (policy and data version, "
       "earliest end date of the links behind it), so the repeated calls of section 3 are served from it; "
-      "the *first calls* column is the cost of a search that nothing has prepared. The data version is one "
-      "for the whole store, so any change clears every cache: under a steady flow of writes, the first "
-      "call is what the manager of a large firm meets most. Its candidates' facts are read without the "
+      "the *first calls* column is the cost of a search that nothing has prepared. A change makes every "
+      "worker forget the answers of the companies and people it names, but every search result: under a "
+      "steady flow of writes, the first call is what the manager of a large firm meets most. Its "
+      "candidates' facts are read without the "
       "registration arm (their links prove it), and each worker freezes what it built at start out of the "
       "garbage collector's passes (`gc.freeze`), which otherwise walked it again and again while the "
       "search built its 13,937 entries.")

@@ -60,3 +60,47 @@ def test_a_zero_size_cache_keeps_nothing():
     cache.keep_found(("resources", "ana", "compte"), Found((), 100.0), generation)
     assert cache.get(("ana", "c"), now=0.0) is None
     assert cache.found(("resources", "ana", "compte"), now=0.0) is None
+
+
+def _cache_holding(*pairs: tuple[str, str]) -> AnswerCache:
+    cache = AnswerCache()
+    generation = cache.sync(("policy", 1))
+    for pair in pairs:
+        cache.put(pair, entry(), generation)
+    cache.keep_found(("resources", "ana", "compte"), Found(("c",), 100.0), generation)
+    return cache
+
+
+def _kept(cache: AnswerCache, *pairs: tuple[str, str]) -> set[tuple[str, str]]:
+    return {pair for pair in pairs if cache.get(pair, now=0.0) is not None}
+
+
+PAIRS = (("ana", "c1"), ("ana", "c2"), ("ben", "c1"), ("ben", "c2"))
+
+
+def test_a_new_data_version_forgets_only_the_answers_of_the_users_and_companies_its_changes_named():
+    cache = _cache_holding(*PAIRS)
+    asked = []
+    cache.sync(("policy", 3), lambda old, new: asked.append((old, new)) or frozenset({"user:ana", "keys"}))
+    assert asked == [(1, 3)]
+    assert _kept(cache, *PAIRS) == {("ben", "c1"), ("ben", "c2")}
+    assert cache.found(("resources", "ana", "compte"), now=0.0) is None  # searches: at any change
+    cache.sync(("policy", 4), lambda old, new: frozenset({"company:c2"}))
+    assert _kept(cache, *PAIRS) == {("ben", "c1")}
+
+
+def test_a_new_data_version_whose_changes_are_unknown_or_everything_forgets_every_answer():
+    for changes in (None, frozenset({"*"}), frozenset({"user:ben", "*"})):
+        cache = _cache_holding(*PAIRS)
+        cache.sync(("policy", 2), lambda old, new, changes=changes: changes)
+        assert _kept(cache, *PAIRS) == set()
+
+
+def test_a_new_policy_or_a_version_that_went_back_forgets_every_answer_without_asking_what_changed():
+    def never(old, new):
+        raise AssertionError("the changes are not read")
+
+    for generation in (("another policy", 2), ("policy", 0), ("policy", "not a number")):
+        cache = _cache_holding(*PAIRS)
+        cache.sync(generation, never)
+        assert _kept(cache, *PAIRS) == set()
