@@ -25,7 +25,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from authz import model
 
@@ -81,10 +80,10 @@ class _Lru:
         self.entries.clear()
         self.weight = 0
 
-    def drop(self, doomed: Callable[[Any], bool]) -> None:
-        """Remove the entries whose key is ``doomed``."""
-        for key in [key for key in self.entries if doomed(key)]:
-            self.weight -= self.weigh(self.entries.pop(key))
+    def pop(self, key) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.weight -= self.weigh(entry)
 
     def get(self, key, now: float):
         entry = self.entries.get(key)
@@ -93,18 +92,20 @@ class _Lru:
         self.entries.move_to_end(key)
         return entry
 
-    def put(self, key, entry) -> None:
+    def put(self, key, entry) -> list:
+        """Keep ``entry`` under ``key`` if it fits; return the keys evicted to make room."""
         weight = self.weigh(entry)
         if weight > self.size or not math.isfinite(entry.valid_until):
-            return
-        old = self.entries.pop(key, None)
-        if old is not None:
-            self.weight -= self.weigh(old)
+            return []
+        self.pop(key)
         self.entries[key] = entry
         self.weight += weight
+        evicted = []
         while self.weight > self.size:
-            _, evicted = self.entries.popitem(last=False)
-            self.weight -= self.weigh(evicted)
+            gone, entry = self.entries.popitem(last=False)
+            self.weight -= self.weigh(entry)
+            evicted.append(gone)
+        return evicted
 
 
 def _weight(entry: Entry) -> int:
@@ -120,6 +121,9 @@ class AnswerCache:
         # its items.
         self._answers = _Lru(size, weigh=_weight)
         self._searches = _Lru(size, weigh=lambda found: 1 + len(found.items))
+        # The keys of the answers kept, by user and by company: what a change names.
+        self._by_user: dict[str, set[tuple[str, str]]] = {}
+        self._by_company: dict[str, set[tuple[str, str]]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -157,11 +161,26 @@ class AnswerCache:
         self._searches.clear()  # a search depends on more than its user or company
         if scopes is None or EVERYTHING in scopes:
             self._answers.clear()
+            self._by_user.clear()
+            self._by_company.clear()
             return
-        users = {scope.removeprefix(USER) for scope in scopes if scope.startswith(USER)}
-        companies = {scope.removeprefix(COMPANY) for scope in scopes if scope.startswith(COMPANY)}
-        if users or companies:
-            self._answers.drop(lambda key: key[0] in users or key[1] in companies)
+        doomed: set[tuple[str, str]] = set()
+        for scope in scopes:
+            if scope.startswith(USER):
+                doomed.update(self._by_user.get(scope.removeprefix(USER), ()))
+            elif scope.startswith(COMPANY):
+                doomed.update(self._by_company.get(scope.removeprefix(COMPANY), ()))
+        for key in doomed:
+            self._answers.pop(key)
+            self._unindex(key)
+
+    def _unindex(self, key: tuple[str, str]) -> None:
+        for index, name in ((self._by_user, key[0]), (self._by_company, key[1])):
+            keys = index.get(name)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[name]
 
     def get(self, key: tuple[str, str], now: float) -> Entry | None:
         with self._lock:
@@ -182,7 +201,11 @@ class AnswerCache:
     def put(self, key: tuple[str, str], entry: Entry, generation: tuple) -> None:
         with self._lock:
             if generation == self._generation:
-                self._answers.put(key, entry)
+                for evicted in self._answers.put(key, entry):
+                    self._unindex(evicted)
+                if key in self._answers.entries:
+                    self._by_user.setdefault(key[0], set()).add(key)
+                    self._by_company.setdefault(key[1], set()).add(key)
 
     def found(self, key: tuple, now: float) -> Found | None:
         with self._lock:

@@ -1,5 +1,8 @@
 """The answer cache: what it keeps, and that nothing survives its truth."""
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from authz import model
 from authz.answers import AnswerCache, Entry, Found
 
@@ -104,3 +107,29 @@ def test_a_new_policy_or_a_version_that_went_back_forgets_every_answer_without_a
         cache = _cache_holding(*PAIRS)
         cache.sync(generation, never)
         assert _kept(cache, *PAIRS) == set()
+
+
+users = st.sampled_from(["ana", "ben", "cleo", "dan"])
+companies = st.sampled_from(["c1", "c2", "c3", "c4", "c5"])
+
+
+@given(puts=st.lists(st.tuples(users, companies, st.integers(0, 3)), max_size=40),
+       named=st.sets(st.one_of(users.map(lambda u: f"user:{u}"), companies.map(lambda c: f"company:{c}"),
+                               st.just("keys")), max_size=4),
+       size=st.integers(1, 12))
+def test_a_change_forgets_exactly_the_answers_it_names_whatever_was_kept_or_evicted_before(puts, named, size):
+    cache = AnswerCache(size=size)
+    generation = cache.sync(("policy", 1))
+    for user, company, links in puts:  # entries of various weights: the oldest are evicted to make room
+        grants = tuple(model.Grant(f"g{n}", "f", user, company, "active", frozenset(), None) for n in range(links))
+        cache.put((user, company), Entry(model.User(user, 0.0), model.Company(company, grants=grants), 100.0,
+                                         registered=True, pending=()), generation)
+    before = {key for key in cache._answers.entries}
+
+    cache.sync(("policy", 2), lambda old, new: frozenset(named))
+
+    touched = {key for key in before if f"user:{key[0]}" in named or f"company:{key[1]}" in named}
+    assert set(cache._answers.entries) == before - touched
+    # Its indexes hold exactly the answers kept, so the next change finds them all.
+    assert {key for keys in cache._by_user.values() for key in keys} == set(cache._answers.entries)
+    assert {key for keys in cache._by_company.values() for key in keys} == set(cache._answers.entries)
