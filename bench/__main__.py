@@ -30,6 +30,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -37,14 +38,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from authz import tokens
+from authz.audit import Context
 from authz.dataset import DEFAULT_SEED, SIZES
 from authz.decisions import Decisions
 from authz.engine import LoadedPolicy
+from authz.policy import load_policy
 from authz.store import Database
-from authz.tables import api_keys, utcnow
+from authz.tables import api_keys, company_admins, utcnow
+from authz.usecases import Management
 from bench import datasets, http
 from bench.reference import Preloaded
 from bench.stream import Question, build_stream, distinct_questions, load_pools, write_batches, write_bodies
@@ -349,6 +353,66 @@ def floor_pages(port: int, pages: list[int]) -> float:
     return time.perf_counter() - began
 
 
+WRITES_PER_SECOND = 5
+WRITER = "bench.writer@example.org"
+
+
+class _Writer(threading.Thread):
+    """Changes through the use cases while the service answers: an admin of one company adds a
+    second admin, then removes it, ``WRITES_PER_SECOND`` changes a second (each bumps the data
+    version and names that company and that person)."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.db = Database(url)
+        with self.db.engine.connect() as conn:
+            self.siret, self.admin = conn.execute(
+                select(company_admins.c.company_siret, company_admins.c.user_email)
+                .order_by(company_admins.c.company_siret, company_admins.c.user_email).limit(1)).one()
+        self.management = Management(self.db, load_policy(ROOT, self.db))
+        self.stopping = threading.Event()
+        self.writes = 0
+
+    def run(self) -> None:
+        ctx = Context(user=self.admin, key="bench-writer")
+        while not self.stopping.is_set():  # in pairs: the company ends as it began
+            self.management.add_admin(ctx, self.siret, WRITER)
+            self.stopping.wait(1 / WRITES_PER_SECOND)
+            self.management.remove_admin(ctx, self.siret, WRITER)
+            self.writes += 2
+            self.stopping.wait(1 / WRITES_PER_SECOND)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
+        self.db.dispose()
+
+
+def evaluation_under_writes(url: str, service: http.Server, key: str, admin_key: str, files: dict,
+                            plan: Plan) -> dict:
+    """The stream again, without writes then with them: what a steady flow of changes costs
+    the service's caches (its baseline is the run just before, on the same warm workers)."""
+    runs = {}
+    for name in ("without", "with"):
+        writer = _Writer(url) if name == "with" else None
+        lookups = answer_lookups(service.port, admin_key)
+        if writer is not None:
+            writer.start()
+        try:
+            found = http.load(service.port, "/access/v1/evaluation", files["bodies"], key, plan.http_seconds,
+                              plan.connections)
+        finally:
+            if writer is not None:
+                writer.stop()
+        after = answer_lookups(service.port, admin_key)
+        runs[name] = asdict(found) | {"rps": found.rps, "cache_hits": after["hit"] - lookups["hit"],
+                                      "cache_misses": after["miss"] - lookups["miss"],
+                                      "writes": writer.writes if writer is not None else 0}
+        say(f"evaluation {name} writes: {found.rps:.0f} req/s p99 {found.p99_ms:.1f} ms, "
+            f"{runs[name]['writes']} writes, answer cache misses {runs[name]['cache_misses']:.0f}")
+    return runs
+
+
 def http_suite(backend: str, url: str, plan: Plan, workers: int, files: dict, manager: str,
                verify: list[Question], reference: Preloaded) -> dict:
     logs = OUT / "logs" / backend
@@ -387,6 +451,7 @@ def http_suite(backend: str, url: str, plan: Plan, workers: int, files: dict, ma
                     f"worker CPU {extra['worker_cpu_us']:.0f} us per request"
                     + (f", answer cache misses {extra['cache_misses']:.0f}" if lookups is not None else ""))
         result["evaluation"] = runs
+        result["under_writes"] = evaluation_under_writes(url, service, key, admin_key, files, plan)
         runs = {"floor": [], "service": []}
         for round_ in range(plan.rounds):
             for name, server in (("floor", floor), ("service", service)):

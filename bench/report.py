@@ -215,6 +215,25 @@ def render(r: dict) -> str:
               f"{_f(floor['worker_cpu_us'], 0)} | {_ratio(service['worker_cpu_us'], floor['worker_cpu_us'])} | "
               f"{hits} |")
         w("")
+    writes = [(backend, b["http"]["under_writes"]) for backend, b in r["backends"].items()
+              if "under_writes" in b["http"]]
+    if writes:
+        w("Under a steady flow of changes: the stream again on the same warm workers, without writes, then "
+          "with an admin of one company added and removed through the use cases, "
+          f"{writes[0][1]['with']['writes'] / max(writes[0][1]['with']['seconds'], 1):.1f} changes a second "
+          "(each bumps the data version). A change makes each worker forget the answers of the company and "
+          "the person it names, not the others.")
+        w("")
+        w("| backend | writes | service req/s | p50 / p99 ms | answer cache hits |")
+        w("|---|---:|---:|---:|---:|")
+        for backend, runs in writes:
+            for name in ("without", "with"):
+                run = runs[name]
+                asked = run["cache_hits"] + run["cache_misses"]
+                hits = f"{100 * run['cache_hits'] / asked:.1f}%" if asked else "n/a"
+                w(f"| {backend} | {run['writes']} | {_f(run['rps'], 0)} | {_f(run['p50_ms'])} / "
+                  f"{_f(run['p99_ms'])} | {hits} |")
+        w("")
     w("## 2. POST /access/v1/evaluations, 100 items per call")
     w("")
     w("| backend | service decisions/s | floor decisions/s | ratio | service p50 / p99 ms per call | errors |")
