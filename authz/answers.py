@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from authz import model
 
 # The scopes a data version names (see ``tables.data_changes``): the cached answers of a
-# user, of a company, or all of them.
+# user, of a company, all of them, or none (API keys: no answer depends on one).
 USER = "user:"
 COMPANY = "company:"
 EVERYTHING = "*"
+KEYS = "keys"
 
 # ``changed(old, new)``: the scopes data versions old+1 .. new changed, None if unknown.
 Changed = Callable[[int, int], "frozenset[str] | None"]
@@ -139,8 +140,8 @@ class AnswerCache:
         Moving on forgets every search, and the answers whose user or company a change in
         between named: ``changed(old, new)`` gives the scopes that data versions old+1 ..
         new changed (see ``tables.data_changes``), None if it cannot tell. Everything is
-        forgotten when the policy changed, when the versions are not consecutive integers,
-        or when a scope is ``*``."""
+        forgotten when the policy changed, when the versions are not integers with the new
+        one above the old, or when a scope is ``*``."""
         with self._lock:
             current = self._generation
             if generation == current:

@@ -364,7 +364,6 @@ _LEASE_MARGIN_SECONDS = 0.001
 CHANGES_KEPT = 10_000
 # A change naming more scopes than this is recorded as changing everything.
 SCOPES_AT_MOST = 1_000
-KEYS = "keys"  # the scope of API key changes: no cached answer depends on a key
 
 
 def _boot_clock() -> float:
@@ -692,7 +691,7 @@ class Tx:
         self.bumped_version = False
         self.version: int | None = None  # the data version this transaction bumped to
         # What its writes touched (``answers.USER`` + email, ``answers.COMPANY`` + siret,
-        # "keys"): the cached answers it may change. Every write method adds to it.
+        # ``answers.KEYS``): the cached answers it may change. Every write method adds to it.
         self.scopes: set[str] = set()
 
     def _touched(self, *, company: str | None = None, user: str | None = None) -> None:
@@ -1048,7 +1047,7 @@ class Tx:
         self.conn.execute(
             insert(api_keys).values(id=new_id(), name=name, role=role, key_hash=key_hash, created_at=now)
         )
-        self.scopes.add(KEYS)
+        self.scopes.add(answers.KEYS)
         self.bump_data_version()  # processes that remember keys must look again
 
     def api_key_by_hash(self, key_hash: str) -> model.ApiKey | None:
@@ -1062,7 +1061,7 @@ class Tx:
         result = self.conn.execute(
             update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
         )
-        self.scopes.add(KEYS)
+        self.scopes.add(answers.KEYS)
         self.bump_data_version()  # a revoked key must fail at once in every process
         return result.rowcount > 0
 

@@ -345,7 +345,12 @@ def render(r: dict) -> str:
     w("- Cold figures (sections 4 and 5) depend on what the database and the operating system have cached: "
       "the first run after a dataset is loaded reads more from disk. On 2026-11-28, a304cce gave a "
       "PostgreSQL cold p50 of 5.4 ms in such a first run, and e8aaa6c (which only adds an error mapping "
-      "off the decision path) 2.3 ms two runs later; compare runs made in the same order.")
+      "off the decision path) 2.3 ms two runs later; compare runs made in the same order. The machine "
+      "matters as much: on the one of 2026-11-28 evening (`python3 -m timeit \"sum(range(100))\"`: 591 ns, "
+      "against 465 ns the machine before), the PostgreSQL cold p50 of section 4 was 1.13 ms at 2006e56, "
+      "against 0.48 ms at 1cf48d3 on the faster one. On that machine, 399 never-asked questions in process, "
+      "four sets each, in turns with e11c3c1 (before the cache forgot by scope): 0.79-1.02 ms against "
+      "0.91-1.09 ms, so the change did not slow cold decisions.")
     w("- Datasets are cached in `var/bench/` (SQLite files) and PostgreSQL databases `authz_bench_<size>`; "
       "a marker (size, seed, dataset version) decides reuse, and a reused database is first migrated to the "
       "newest schema revision. PostgreSQL is VACUUMed and ANALYZEd after a load, as autovacuum would "
@@ -394,7 +399,9 @@ def render(r: dict) -> str:
     w("- " + CPU_SHARE)
     w("- " + PAGE_READS)
     w("- Possible next steps (not measured yet): a shared cache of answers across workers and restarts "
-      "(e.g. Redis, versioned by the same data version).")
+      "(e.g. Redis, versioned by the same data version); search results forgotten by scope too (a client "
+      "list depends on its user's firms and on every candidate company, so a change would have to name "
+      "the firms it touched).")
     w("")
     return "\n".join(out)
 
