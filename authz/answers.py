@@ -8,7 +8,10 @@ company). An entry is served only while three things hold:
   at all). Every change bumps the data version and names what it touched, in its own
   transaction; each request reads the version first, and on a new one the cache forgets
   what the changes in between named, so after a write returns, every process forgets
-  the answers it may have changed, and keeps the others;
+  the answers it may have changed, and keeps the others. That is enough because an
+  entry's facts are its user's memberships (admin of, manager of, collaborator of) and
+  its company's rows (registration, delegations and so pending designations, grants),
+  and each ``Tx`` method that writes such a row names that user or that company;
 * the clock has not reached the entry's horizon: the earliest end date among the
   links it was computed from (and at most ``max_age`` seconds), so an answer that
   depends on an end date is never served past that date.
