@@ -1126,9 +1126,10 @@ class Tx:
         self.version = self.conn.execute(bump).scalar()
         if self.version is None:
             # Put back at a random version, not at 1: a worker that last saw 1 would keep its
-            # old answers. Versions are only compared for equality, and a process has seen a
-            # random 62-bit one only by a chance of 2^-62 for each version it saw. (Nor does
-            # it follow the version a worker saw, so the worker forgets everything.)
+            # old answers. A worker keeps answers across a new version only when it equals the
+            # one it saw or lies at most CHANGES_KEPT above it (and the change rows in between
+            # are on record): a random 62-bit version does so only by a chance of about
+            # 10,000 / 2^62 (2^-48) for each version the worker saw.
             try:
                 with self.conn.begin_nested():
                     self.version = secrets.randbits(62)

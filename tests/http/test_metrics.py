@@ -110,7 +110,7 @@ def lookups(samples: dict, result: str) -> float:
     return value(samples, "authz_answer_cache_lookups_total", result=result)
 
 
-def test_answer_cache_hits_and_misses_are_counted_and_a_write_empties_the_cache(api, story):
+def test_answer_cache_hits_and_misses_are_counted_and_a_write_forgets_the_answers_it_touched(api, story):
     before = scrape(api)
     assert api.post("/access/v1/evaluation", key="pep", json=ALLOWED).get_json()["decision"] is True
     assert api.post("/access/v1/evaluation", key="pep", json=ALLOWED).get_json()["decision"] is True

@@ -660,12 +660,18 @@ def test_decide_denies_a_management_action_asked_as_a_right(management, decision
     assert (decision.allowed, decision.reason) == (False, "unknown_right")
 
 
+def _facts_read(monkeypatch) -> list:
+    """The pairs whose facts each ``Tx.decision_facts`` call reads, from now on."""
+    reads: list = []
+    real = Tx.decision_facts
+    monkeypatch.setattr(Tx, "decision_facts", lambda tx, pairs, *rest: reads.append(sorted(pairs)) or real(tx, pairs, *rest))
+    return reads
+
+
 def test_an_unknown_right_is_answered_from_the_cached_facts_and_never_remembered(
         management, decisions, portal, monkeypatch):
     register(management, portal)
-    reads = []
-    real = Tx.decision_facts
-    monkeypatch.setattr(Tx, "decision_facts", lambda tx, pairs, *rest: reads.append(pairs) or real(tx, pairs, *rest))
+    reads = _facts_read(monkeypatch)
 
     asked = [decisions.decide(ADMIN, right, DUPONT) for right in ("compte", "paie", "paie2", "paie")]
 
@@ -768,14 +774,6 @@ def test_only_company_admin_reads_the_company_audit_log(management, db, portal, 
     register(management, portal, MARTIN, OTHER_ADMIN)
     with refused(db, Forbidden, "forbidden"):
         management.audit_log(as_user(who), may_read_all=False, company=DUPONT)
-
-
-def _facts_read(monkeypatch) -> list:
-    """The pairs whose facts each ``Tx.decision_facts`` call reads, from now on."""
-    reads: list = []
-    real = Tx.decision_facts
-    monkeypatch.setattr(Tx, "decision_facts", lambda tx, pairs, *rest: reads.append(sorted(pairs)) or real(tx, pairs, *rest))
-    return reads
 
 
 def test_a_change_forgets_only_the_cached_answers_of_the_company_and_people_it_touched(
