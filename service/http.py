@@ -25,9 +25,11 @@ def services():
 
 def json_body() -> dict:
     """Parse the request body as one JSON object, or refuse with a clear 4xx."""
-    if not request.mimetype or (request.mimetype != "application/json" and not request.mimetype.endswith("+json")):
+    asked = request._get_current_object()  # type: ignore[attr-defined]  # once, not through the proxy each time
+    mimetype = asked.mimetype
+    if not mimetype or (mimetype != "application/json" and not mimetype.endswith("+json")):
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    raw = request.get_data(cache=True)
+    raw = asked.get_data(cache=True)
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -111,8 +113,9 @@ def _known_key(digest: str) -> model.ApiKey | None:
 
     The data version read here is the request's (``seen_version``): decisions answered
     from the cache under it need no other read."""
-    known = current_app.extensions.setdefault("authz_keys", {"version": None, "keys": {}})
-    db = services().db
+    extensions = current_app.extensions
+    known = extensions.setdefault("authz_keys", {"version": None, "keys": {}})
+    db = extensions["authz"].db
     version = g.data_version = db.data_version()
     if version is None or version != known["version"]:
         known["version"], known["keys"] = version, {}

@@ -20,6 +20,7 @@ from service.errors import ApiError
 
 # Responses that mean "wrong secret": an unknown key, or a refused activation link.
 GUESS_STATUSES = {None: {401}, "manage.activate": {401, 403, 404, 410}}
+MAYBE_GUESSES = frozenset().union(*GUESS_STATUSES.values())  # the statuses worth a closer look
 
 
 class FailureThrottle:
@@ -37,6 +38,10 @@ class FailureThrottle:
 
     def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or None if it may now."""
+        if address not in self._failures:
+            # Nearly every caller: nothing to count, no lock to take. A failure added by
+            # another thread meanwhile lets one request through, as if it came first.
+            return None
         with self._lock:
             failures = self._recent(address)
             if len(failures) < self.limit:
@@ -67,7 +72,8 @@ def install(app: Flask) -> None:
 
     @app.after_request
     def _count_guesses(response):
-        wrong = GUESS_STATUSES[None] | GUESS_STATUSES.get(request.endpoint, set())
-        if response.status_code in wrong:
+        status = response.status_code
+        if status in MAYBE_GUESSES and (status in GUESS_STATUSES[None]
+                                        or status in GUESS_STATUSES.get(request.endpoint, ())):
             throttle.fail(request.remote_addr or "-")
         return response
