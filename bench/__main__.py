@@ -13,7 +13,10 @@ same run, interleaved where it can be, because this machine is shared and noisy:
    against the floor shipping as many results, and in process against plain Python;
 4. one decision in process, cold (fresh ``Decisions``, pairs never asked) and warm
    (the same pair again), against a plain-Python lookup over preloaded dicts;
-5. growth: decision latency at 10k, 100k and 1M grants; RSS per gunicorn worker.
+5. growth: decision latency at 10k, 100k and 1M grants; RSS per gunicorn worker;
+
+and, with valgrind, the instructions a cached decision takes in process, service against
+floor (``bench/instructions.py``): a figure the machine's noise does not move.
 
 Results go to BENCHMARKS.md (and the raw figures to var/bench/results-*.json).
 """
@@ -49,7 +52,7 @@ from authz.policy import load_policy
 from authz.store import Database
 from authz.tables import api_keys, company_admins, utcnow
 from authz.usecases import Management
-from bench import datasets, http
+from bench import datasets, http, instructions
 from bench.reference import Preloaded
 from bench.stream import Question, build_stream, distinct_questions, load_pools, write_batches, write_bodies
 
@@ -570,6 +573,12 @@ def main(argv: list[str] | None = None) -> int:
                      "stream": {"questions": len(stream), "kinds": kinds, "allowed": stream_allowed},
                      "datasets": {f"{b}/{s}": asdict(p) for (b, s), p in prepared.items()},
                      "backends": {}}
+    if instructions.available():
+        say(f"instructions per cached decision in process ({backends[0]}, callgrind)")
+        results["instructions"] = {"backend": backends[0], "per_request": instructions.per_request(
+            main_url, files["bodies"], install_key(main_url))}
+    else:
+        say("valgrind is not installed: no instruction counts")
     for backend in backends:
         say(f"{backend}: in-process decisions at {args.size}")
         found: dict = {"inprocess": inprocess(prepared[(backend, args.size)].url, cold, reference)}

@@ -35,3 +35,16 @@ def test_a_target_verdict_says_by_how_much_it_is_missed():
     assert _at_most(1.29, 1.3, "x").startswith("met")
     assert _at_most(1.31, 1.3, "x").startswith("**missed by 1%**")
     assert _at_most(3.9, 1.3, "x").startswith("**missed by 3.0x**")
+
+
+def test_the_instruction_count_asks_distinct_questions_of_the_stream(tmp_path):
+    from bench import instructions
+
+    stream = tmp_path / "stream.jsonl"
+    lines = [b'{"n": %d}' % (n % 250) for n in range(1000)]  # 250 distinct bodies, each four times
+    stream.write_bytes(b"\n".join(lines) + b"\n")
+
+    bodies = instructions._bodies(stream)
+
+    assert len(bodies) == len(set(bodies)) == instructions.QUESTIONS
+    assert bodies[:3] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
