@@ -6,7 +6,8 @@ the views carry no metric or logging code:
 
 * one log line per request (request id, caller key name, endpoint, method, status,
   latency) on the ``authz.access`` logger, and one per decision (subject id, action,
-  resource id, decision, reason) on ``authz.decision`` at ``AUTHZ_DECISION_LOG_LEVEL``;
+  resource id, decision, reason) on ``authz.decision`` at ``AUTHZ_DECISION_LOG_LEVEL``
+  (the decisions of one request are one record, written one line each: see ``LINES``);
   headers and bodies are never logged, so neither API keys nor activation tokens are;
 * the metrics: decisions (each item of a batch), request latency by endpoint name and
   status, search result sizes, the answer cache's hits and misses, database errors (503
@@ -161,13 +162,20 @@ class _RequestId(logging.Filter):
         return True
 
 
+# An ``extra`` field: a list of dicts, written one line each, every line with the record's
+# other fields. The decisions of a request are one record: a record costs about 26 µs through
+# ``logging`` on the 2-core machine, which was more than half of what a decision of a
+# 100-item ``evaluations`` call cost (45.5 µs per item, 19.8 without decision lines).
+LINES = "lines"
+
 # What every LogRecord has: any other attribute of a record came in its ``extra``.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class JsonLines(logging.Formatter):
     """One JSON object per record: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
-    ``message``, each ``extra`` field, and ``exc_info`` (the traceback) if any.
+    ``message``, each ``extra`` field, and ``exc_info`` (the traceback) if any; or, for a
+    record with ``LINES``, one such object per item of it, with the item's fields added.
 
     Our own rather than python-json-logger's: a decision call writes two lines (an
     ``evaluations`` call one per item), and its generic field merging and encoder cost
@@ -190,6 +198,10 @@ class JsonLines(logging.Formatter):
             line["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack_info"] = self.formatStack(record.stack_info)
+        items = line.pop(LINES, None)
+        if isinstance(items, list) and items:
+            return "\n".join(self._encoder.encode(line | item if isinstance(item, dict) else line | {LINES: item})
+                             for item in items)
         return self._encoder.encode(line)
 
 
@@ -274,14 +286,15 @@ def _decisions(metrics: Metrics, caller: dict, payload: dict, body) -> None:
     if not decision_log.isEnabledFor(level):
         return
     # Answers follow the questions in order; a batch may stop early (evaluations_semantic).
-    for question, answer in zip(_questions(body), answers, strict=False):
-        decision_log.log(level, "decision", extra=caller | {
-            "subject_id": _entity(question, "subject", "id"),
-            "action": _entity(question, "action", "name"),
-            "resource_id": _entity(question, "resource", "id"),
-            "decision": "allow" if answer.get("decision") is True else "deny",
-            "reason": (answer.get("context") or {}).get("reason"),
-        })
+    lines = [{
+        "subject_id": _entity(question, "subject", "id"),
+        "action": _entity(question, "action", "name"),
+        "resource_id": _entity(question, "resource", "id"),
+        "decision": "allow" if answer.get("decision") is True else "deny",
+        "reason": (answer.get("context") or {}).get("reason"),
+    } for question, answer in zip(_questions(body), answers, strict=False)]
+    if lines:
+        decision_log.log(level, "decision", extra=caller | {LINES: lines})
 
 
 def _questions(body) -> list[dict]:

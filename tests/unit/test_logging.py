@@ -202,3 +202,35 @@ def test_a_line_time_is_the_record_instant_in_utc_to_the_microsecond(created):
     written = datetime.fromisoformat(json.loads(JsonLines().format(record))["time"])
     assert written.utcoffset() == timedelta(0)
     assert abs(written - datetime.fromtimestamp(created, UTC)) <= timedelta(microseconds=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["subject_id", "action", "decision", "request_id", "x"]),
+                                st.text(max_size=5) | st.none() | st.integers(), max_size=4), max_size=6))
+def test_a_record_with_lines_is_written_one_line_per_item_with_the_record_fields(items):
+    """The decisions of a request are one record, written as one line each; an item's field
+    wins over the record's field of the same name."""
+    record = logging.getLogger("authz.decision").makeRecord(
+        "authz.decision", logging.INFO, __file__, 1, "decision", (), None,
+        extra={"request_id": "r-1", "key": "k", "lines": items})
+
+    written = [json.loads(text) for text in JsonLines().format(record).split("\n")]
+
+    if not items:  # nothing to spread: the record alone
+        assert len(written) == 1 and written[0]["request_id"] == "r-1" and "lines" not in written[0]
+        return
+    assert len(written) == len(items)
+    for line, item in zip(written, items, strict=True):
+        assert "lines" not in line
+        assert (line["logger"], line["message"], line["level"], line["key"]) == (
+            "authz.decision", "decision", "INFO", "k")
+        assert line["request_id"] == item.get("request_id", "r-1")
+        assert {name: line[name] for name in item} == item
+        assert datetime.fromisoformat(line["time"]) == datetime.fromisoformat(written[0]["time"])
+
+
+def test_an_item_of_lines_that_is_not_an_object_is_written_under_lines():
+    record = logging.makeLogRecord({"msg": "decision", "name": "authz.decision", "lines": [{"a": 1}, "odd"]})
+    first, second = (json.loads(text) for text in JsonLines().format(record).split("\n"))
+    assert first["a"] == 1 and "lines" not in first
+    assert second["lines"] == "odd"
