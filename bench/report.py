@@ -46,10 +46,29 @@ PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's in
               "near 2.4 GB with 21 GB free, and of the national `grants` table read whole into it, 173 of 196 MB "
               "were still there 30 s later, the machine idle: what the first pass reads from the disk moves "
               "from run to run.")
+REQUEST_PATH = ("What the request path costs, counted (section 1's instructions; the stream's 200 questions, "
+                "SQLite national): 1,256,501 instructions per cached decision at 8c3a95e, 1,181,855 at c6e6d5f, "
+                "1,140,084 at 227c794; the floor app 466,397-467,875. On the way: Flask asks once per function "
+                "whether it is a coroutine function (it asked at every call of every view and hook), the "
+                "guessing throttle takes no lock for an address without failures, the request and app are "
+                "looked up once per function rather than through their proxies each time, the time of a log "
+                "line formats its second once per second, and the request id and `Cache-Control` headers are "
+                "appended. What the service adds over the floor went from 790k to 674k instructions. The floor "
+                "/ service ratio in process (0.41) is below the HTTP ratio because gunicorn, the sockets and "
+                "the kernel cost both apps the same.")
 # Measured apart from this benchmark, which has no switch for the decision log.
-LOG_COST = ("The decision log lines are about 40% of a warm call of 100 items (measured in process, not by "
-            "this benchmark: the first 50 calls of this stream on SQLite at e8aaa6c, 7 rounds alternating, "
-            "8.6 ms a call with `AUTHZ_DECISION_LOG_LEVEL=DEBUG`, 15.0 ms at the default INFO).")
+LOG_COST = ("The decisions of a call are one log record, written one line each (88b145c): a record costs "
+            "about 26 us through `logging` on this machine, and one record per item had been more than half "
+            "of an item's cost. Measured in process, not by this benchmark (2026-11-28, SQLite national, the "
+            "first 50 calls of this stream, all cached, best of 5 passes): 45.5 us per item with a record per "
+            "item, 30.1 us with one record per call, 19.8-22.6 us with the decision lines off. Section 2 went "
+            "from 19,695 / 19,247 decisions/s (SQLite / PostgreSQL, c6e6d5f, 22:26 UTC) to 33,821 / 31,680 "
+            "(227c794, 23:03 UTC) on this machine.")
+
+
+def _counts(found: dict) -> str:
+    """``{200: 300}`` as ``200: 300``, whether the keys are numbers or (read back from JSON) text."""
+    return ", ".join(f"{key}: {count}" for key, count in found.items())
 
 
 def _f(value: float, digits: int = 1) -> str:
@@ -338,7 +357,7 @@ def render(r: dict) -> str:
     for backend, b in r["backends"].items():
         v = b["http"]["verify"]
         ip = b["inprocess"]
-        w(f"- {backend}: {v['checked']} stream questions over HTTP, statuses {v['statuses']}, "
+        w(f"- {backend}: {v['checked']} stream questions over HTTP, statuses {_counts(v['statuses'])}, "
           f"{v['mismatch_count']} disagreements with the plain-Python reference; in process "
           f"{ip['mismatch_count']} disagreements over {ip['questions']} questions"
           + ("" if not (v["mismatches"] or ip["mismatches"]) else
@@ -399,7 +418,7 @@ def render(r: dict) -> str:
     w("- `evaluations`: the items of a call that miss the cache are loaded together, in the same one "
       "statement for the whole batch, their denials' reasons included (one array parameter per list of "
       "keys on PostgreSQL, one JSON list on SQLite); what is left per item is the validation, a memo "
-      "lookup and one decision log line. " + LOG_COST)
+      "lookup and one line of the call's decision record. " + LOG_COST)
     w("- Searches: a result is kept per process under the same rules as an answer (policy and data version, "
       "earliest end date of the links behind it), so the repeated calls of section 3 are served from it; "
       "the *first calls* column is the cost of a search that nothing has prepared. A change makes every "
@@ -410,6 +429,7 @@ def render(r: dict) -> str:
       "garbage collector's passes (`gc.freeze`), which otherwise walked it again and again while the "
       "search built its 13,937 entries.")
     w("- " + CPU_SHARE)
+    w("- " + REQUEST_PATH)
     w("- " + PAGE_READS)
     w("- Possible next steps (not measured yet): a shared cache of answers across workers and restarts "
       "(e.g. Redis, versioned by the same data version); search results forgotten by scope too (a client "
