@@ -2,10 +2,11 @@
 app answering cached decisions, against the floor app, both called without a server.
 
 Time on these shared machines moves by tens of percent from run to run; the same count
-taken twice differs by about 1%. So this is the figure that shows what a change to the
-request path saved. It leaves out what HTTP costs both apps (gunicorn, sockets, the
-kernel) and what the service pays only now and then: the data version is read once (its
-lease is held for the whole run) and every question is asked once before counting.
+taken twice differed by 0.1% or less (the hash seed fixed). So this is the figure that
+shows what a change to the request path saved. It leaves out what HTTP costs both apps
+(gunicorn, sockets, the kernel) and what the service pays only now and then: the data
+version is read once (its lease is held for the whole run) and every question is asked
+once before counting.
 
     python -m bench.instructions --url sqlite:///var/bench/authz_national.sqlite3 \
         --bodies var/bench/stream-national.jsonl
