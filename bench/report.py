@@ -46,16 +46,16 @@ PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's in
               "near 2.4 GB with 21 GB free, and of the national `grants` table read whole into it, 173 of 196 MB "
               "were still there 30 s later, the machine idle: what the first pass reads from the disk moves "
               "from run to run.")
-REQUEST_PATH = ("What the request path costs, counted (section 1's instructions; the stream's 200 questions, "
-                "SQLite national): 1,256,501 instructions per cached decision at 8c3a95e, 1,181,855 at c6e6d5f, "
-                "1,140,084 at 227c794; the floor app 466,397-467,875. On the way: Flask asks once per function "
-                "whether it is a coroutine function (it asked at every call of every view and hook), the "
-                "guessing throttle takes no lock for an address without failures, the request and app are "
-                "looked up once per function rather than through their proxies each time, the time of a log "
-                "line formats its second once per second, and the request id and `Cache-Control` headers are "
-                "appended. What the service adds over the floor went from 790k to 674k instructions. The floor "
-                "/ service ratio in process (0.41) is below the HTTP ratio because gunicorn, the sockets and "
-                "the kernel cost both apps the same.")
+REQUEST_PATH = ("What the request path costs, counted with `bench/instructions.py` (as in section 1: the "
+                "stream's 200 questions, SQLite national): 1,256,501 instructions per cached decision at 8c3a95e, "
+                "1,181,855 at c6e6d5f, 1,140,084 at 227c794; the floor app 466,397-467,875. On the way: Flask "
+                "asks once per function whether it is a coroutine function (it asked at every call of every view "
+                "and hook), the guessing throttle takes no lock for an address without failures, the request and "
+                "app are looked up once per function rather than through their proxies each time, the time of a "
+                "log line formats its second once per second, and the request id and `Cache-Control` headers are "
+                "appended. What the service adds over the floor went from 790k to 674k instructions. The floor / "
+                "service ratio in process (0.41) is below the HTTP ratio because gunicorn, the sockets and the "
+                "kernel cost both apps the same.")
 # Measured apart from this benchmark, which has no switch for the decision log.
 LOG_COST = ("The decisions of a call are one log record, written one line each (88b145c): a record costs "
             "about 26 us through `logging` on this machine, and one record per item had been more than half "
