@@ -45,7 +45,8 @@ PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's in
               "1.16x (f33c3a0, datasets just loaded) and 1.48x (1cf48d3); on that machine the file cache stayed "
               "near 2.4 GB with 21 GB free, and of the national `grants` table read whole into it, 173 of 196 MB "
               "were still there 30 s later, the machine idle: what the first pass reads from the disk moves "
-              "from run to run.")
+              "from run to run. Since 2026-11-29 each backend's datasets are read into the file cache before "
+              "this section (see Notes), so those pages come from memory, as on a server sized for its data.")
 REQUEST_PATH = ("What the request path costs, counted with `bench/instructions.py` (as in section 1: the "
                 "stream's 200 questions, SQLite national): 1,256,501 instructions per cached decision at 8c3a95e, "
                 "1,181,855 at c6e6d5f, 1,140,084 at 227c794; the floor app 466,397-467,875. On the way: Flask "
@@ -69,6 +70,17 @@ LOG_COST = ("The decisions of a call are one log record, written one line each (
 def _counts(found: dict) -> str:
     """``{200: 300}`` as ``200: 300``, whether the keys are numbers or (read back from JSON) text."""
     return ", ".join(f"{key}: {count}" for key, count in found.items())
+
+
+def _primed(found: dict | None) -> str:
+    """What ``datasets.prime`` read, per dataset size."""
+    if not found:
+        return "nothing (a run before this step existed)"
+    return "; ".join(
+        f"{size} skipped ({read['skipped']})" if "skipped" in read
+        else f"{size} {read['bytes'] / 2**20:,.0f} MiB in {read['seconds']:.1f} s"
+        for size, read in found.items()
+    )
 
 
 def _f(value: float, digits: int = 1) -> str:
@@ -313,7 +325,11 @@ def render(r: dict) -> str:
     w("")
     w("Cold: a fresh `Decisions` (fresh `LoadedPolicy` too), and no user nor company of a question asked "
       "about before in that process; warm: the same question again at once; the "
-      "limit: plain Python over dicts preloaded from the database. Interleaved question by question.")
+      "limit: plain Python over dicts preloaded from the database. Interleaved question by question. "
+      "Nothing of the service is cached; the database's files are (see Notes).")
+    w("")
+    for backend, b in r["backends"].items():
+        w(f"- {backend}, read into the file cache before sections 4 and 5: {_primed(b.get('primed'))}")
     w("")
     w("| backend | questions (allowed) | cold p50 / p99 ms | warm p50 / p99 ms | limit p50 / p99 us | cold / limit "
       "| warm / limit | `Decisions()` ms | disagreements |")
@@ -374,7 +390,17 @@ def render(r: dict) -> str:
       "floor, opens a new TCP connection; wrk reconnects.")
     w("- The load generator shares the 2 cores with the workers, as the task asks; ratios to the floor "
       "factor that out, absolute figures do not.")
-    w("- Cold figures (sections 4 and 5) depend on what the database and the operating system have cached: "
+    w("- Before sections 4 and 5, and again before the HTTP sections, each backend's datasets are read whole "
+      "into the operating system's file cache (`bench/datasets.py`, `prime`: the SQLite file, or PostgreSQL's "
+      "tables and indexes with `pg_prewarm` in its 'read' mode). These machines hand idle file cache back to "
+      "their host, about 2 MB/s (`fincore` on the national SQLite file on 2026-11-29: 991, 978, 935, 901, "
+      "864 MB resident, 15 s apart, the machine idle), so a dataset left alone during the other backend's "
+      "sections was read from disk again: with the same code (abd61da), PostgreSQL's cold p50 was 1.42 ms "
+      "and its growth ratio 1.48x in a full run, 0.90 ms and 1.05x in a run of PostgreSQL alone. By hand, "
+      "after dropping the file cache (`echo 1 > /proc/sys/vm/drop_caches`), 2,000 cold questions at national "
+      "size gave a p50 of 1.13 ms; after reading the database into the cache (2.3 s for 1.07 GB), 0.67 ms, "
+      "and 0.65 ms for 2,000 questions never asked before.")
+    w("- Before that, cold figures (sections 4 and 5) depended on what the operating system had cached: "
       "the first run after a dataset is loaded reads more from disk. On 2026-11-28, a304cce gave a "
       "PostgreSQL cold p50 of 5.4 ms in such a first run, and e8aaa6c (which only adds an error mapping "
       "off the decision path) 2.3 ms two runs later; compare runs made in the same order. The machine "
@@ -403,8 +429,8 @@ def render(r: dict) -> str:
       "connection is pinged only after a second idle, not at every checkout as `pool_pre_ping` would: "
       "that was one more round trip per request. Section 4's questions are also the first to touch their "
       "pages of the national dataset: on 2026-11-28, the growth section's questions asked once more came "
-      "out about 0.35 ms faster at national size (see Growth below), so on a server that holds its "
-      "working set in memory the cold figure would be lower; I did not measure section 4 that way.")
+      "out about 0.35 ms faster at national size (see Growth below); since 2026-11-29 the datasets are "
+      "read into the file cache before section 4 (see Notes), so those pages come from memory.")
     w("- A warm answer needs the data version, read at most once per 5 ms lease in each worker (that check "
       "is what makes every process see a write at once, see `VERSION_LEASE_SECONDS`; one statement outside "
       "any transaction, SQLAlchemy's Connection skipped, on PostgreSQL on a connection each worker keeps "

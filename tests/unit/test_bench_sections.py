@@ -48,3 +48,26 @@ def test_the_instruction_count_asks_distinct_questions_of_the_stream(tmp_path):
 
     assert len(bodies) == len(set(bodies)) == instructions.QUESTIONS
     assert bodies[:3] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+
+
+def test_priming_reads_a_sqlite_dataset_whole_and_says_so(tmp_path):
+    from bench import datasets
+    from bench.report import _primed
+
+    path = tmp_path / "authz.sqlite3"
+    path.write_bytes(b"x" * 3_000_000)  # more than one read's chunk
+
+    found = datasets.prime(f"sqlite:///{path}")
+
+    assert found["bytes"] == 3_000_000
+    assert _primed({"national": found}).startswith("national 3 MiB in ")
+
+
+def test_priming_a_database_that_cannot_be_reached_is_skipped_and_said():
+    from bench import datasets
+    from bench.report import _primed
+
+    found = datasets.prime("postgresql+psycopg://postgres@127.0.0.1:1/none")  # nothing listens on port 1
+
+    assert "OperationalError" in found["skipped"]
+    assert _primed({"medium": found}).startswith("medium skipped (OperationalError")
