@@ -67,6 +67,12 @@ class Decisions:
         self.clock = clock
         self.cache = cache if cache is not None else AnswerCache()
 
+    def under(self, engine: Engine) -> Decisions:
+        """These decisions, with the same store and cache, every one answered by ``engine``:
+        a caller that reports the policy version beside its answers pins the policy, so
+        that a reload in between cannot make the version name another policy."""
+        return Decisions(self.db, lambda: engine, self.clock, self.cache)
+
     @contextmanager
     def _reading(self, engine: Engine, seen: object) -> Iterator[tuple[_Reading, tuple]]:
         with ExitStack() as stack:

@@ -10,6 +10,7 @@ from functools import lru_cache
 from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
+from authz.decisions import Decisions
 from authz.identifiers import normalize_email
 from service import schemas
 from service.errors import ApiError
@@ -75,10 +76,17 @@ def _question(subject: dict, action: dict, resource: dict) -> tuple[str, str, st
     return normalize_email(subject["id"]), action["name"], resource["id"]
 
 
-def _answers(questions: list, stop_on: bool | None = None) -> list[dict]:
+def _pinned() -> Decisions:
+    """This request's decisions, every one answered by the policy in service now: the
+    ``X-Authz-Policy-Version`` header names the policy that answered, whatever reload
+    comes in between."""
+    return services().decisions.under(services().policy())
+
+
+def _answers(pinned: Decisions, questions: list, stop_on: bool | None = None) -> list[dict]:
     """Answer in order (foreign types are denied without asking), all in one batch."""
     asked = [question for question in questions if not isinstance(question, str)]
-    decisions = iter(services().decisions.decide_many(asked, seen=seen_version()) if asked else [])
+    decisions = iter(pinned.decide_many(asked, seen=seen_version()) if asked else [])
     answers = []
     for question in questions:
         if isinstance(question, str):
@@ -92,11 +100,11 @@ def _answers(questions: list, stop_on: bool | None = None) -> list[dict]:
     return answers
 
 
-def _versioned(payload: dict, status: int = 200):
+def _versioned(payload: dict, pinned: Decisions):
+    """The response, with the version of the policy that answered (``_pinned``)."""
     g.answered = payload  # what service/observability.py counts and logs
     response = jsonify(payload)
-    response.status_code = status
-    response.headers["X-Authz-Policy-Version"] = services().policy().version
+    response.headers["X-Authz-Policy-Version"] = pinned.policy().version
     return response
 
 
@@ -106,7 +114,8 @@ def _versioned(payload: dict, status: int = 200):
          response=schemas.DecisionSchema, errors=(400, 401, 403))
 def evaluation():
     body = _load_item(json_body())
-    return _versioned(_answers([_question(body["subject"], body["action"], body["resource"])])[0])
+    pinned = _pinned()
+    return _versioned(_answers(pinned, [_question(body["subject"], body["action"], body["resource"])])[0], pinned)
 
 
 @bp.post("/access/v1/evaluations")
@@ -115,12 +124,14 @@ def evaluation():
          body=schemas.EvaluationsRequestSchema, response=schemas.EvaluationsResponseSchema, errors=(400, 401, 403))
 def evaluations():
     body = load(schemas.EvaluationsRequestSchema)
+    pinned = _pinned()
     items = body.get("evaluations") or []
     if not items:
         # The standard: without items, the call is a single evaluation of the defaults.
         defaults = {key: body[key] for key in ("subject", "action", "resource", "context") if key in body}
         single = EVALUATION.load(defaults)
-        return _versioned(_answers([_question(single["subject"], single["action"], single["resource"])])[0])
+        return _versioned(_answers(pinned, [_question(single["subject"], single["action"], single["resource"])])[0],
+                          pinned)
     limit = current_app.config["AUTHZ_MAX_EVALUATIONS"]
     if len(items) > limit:
         raise ApiError(400, "too_many_evaluations", f"at most {limit} evaluations per call",
@@ -137,7 +148,8 @@ def evaluations():
         questions.append(_question(entity["subject"], entity["action"], entity["resource"]))
     if errors:
         raise ApiError(400, "invalid_request", "some evaluations are incomplete or malformed", {"evaluations": errors})
-    return _versioned({"evaluations": _answers(questions, STOP_ON[body["options"]["evaluations_semantic"]])})
+    return _versioned({"evaluations": _answers(pinned, questions, STOP_ON[body["options"]["evaluations_semantic"]])},
+                      pinned)
 
 
 # ---- searches --------------------------------------------------------------------------
@@ -175,9 +187,9 @@ def _decode_token(token: str) -> str:
     return raw[len("after:"):]
 
 
-def _search(found: list[str], page: dict | None, as_result) -> object:
+def _search(pinned: Decisions, found: list[str], page: dict | None, as_result) -> object:
     chunk, page_out = _page(found, page)
-    return _versioned({"results": [as_result(item) for item in chunk], "page": page_out})
+    return _versioned({"results": [as_result(item) for item in chunk], "page": page_out}, pinned)
 
 
 @bp.post("/access/v1/search/subject")
@@ -186,10 +198,11 @@ def _search(found: list[str], page: dict | None, as_result) -> object:
          response=schemas.SubjectSearchResponseSchema, errors=(400, 401, 403))
 def search_subject():
     body = load(schemas.SubjectSearchRequestSchema)
+    pinned = _pinned()
     found = []
     if body["subject"]["type"] == SUBJECT_TYPE and body["resource"]["type"] == RESOURCE_TYPE:
-        found = services().decisions.subjects(body["resource"]["id"], body["action"]["name"], seen=seen_version())
-    return _search(found, body.get("page"), lambda email: {"type": SUBJECT_TYPE, "id": email})
+        found = pinned.subjects(body["resource"]["id"], body["action"]["name"], seen=seen_version())
+    return _search(pinned, found, body.get("page"), lambda email: {"type": SUBJECT_TYPE, "id": email})
 
 
 @bp.post("/access/v1/search/resource")
@@ -199,11 +212,11 @@ def search_subject():
          errors=(400, 401, 403))
 def search_resource():
     body = load(schemas.ResourceSearchRequestSchema)
+    pinned = _pinned()
     found = []
     if body["subject"]["type"] == SUBJECT_TYPE and body["resource"]["type"] == RESOURCE_TYPE:
-        found = services().decisions.resources(
-            normalize_email(body["subject"]["id"]), body["action"]["name"], seen=seen_version())
-    return _search(found, body.get("page"), lambda siret: {"type": RESOURCE_TYPE, "id": siret})
+        found = pinned.resources(normalize_email(body["subject"]["id"]), body["action"]["name"], seen=seen_version())
+    return _search(pinned, found, body.get("page"), lambda siret: {"type": RESOURCE_TYPE, "id": siret})
 
 
 @bp.post("/access/v1/search/action")
@@ -212,11 +225,11 @@ def search_resource():
          response=schemas.ActionSearchResponseSchema, errors=(400, 401, 403))
 def search_action():
     body = load(schemas.ActionSearchRequestSchema)
+    pinned = _pinned()
     found = []
     if body["subject"]["type"] == SUBJECT_TYPE and body["resource"]["type"] == RESOURCE_TYPE:
-        found = services().decisions.actions(
-            normalize_email(body["subject"]["id"]), body["resource"]["id"], seen=seen_version())
-    return _search(sorted(found), body.get("page"), lambda right: {"name": right})
+        found = pinned.actions(normalize_email(body["subject"]["id"]), body["resource"]["id"], seen=seen_version())
+    return _search(pinned, sorted(found), body.get("page"), lambda right: {"name": right})
 
 
 @bp.get("/.well-known/authzen-configuration")
@@ -240,11 +253,11 @@ def metadata():
 def explain():
     body = load(schemas.EvaluationRequestSchema)
     question = _question(body["subject"], body["action"], body["resource"])
-    version = services().policy().version
+    pinned = _pinned()
     if isinstance(question, str):
         payload = {"decision": False, "reason": question, "rule": None, "chain": [], "broken": None}
     else:
-        found = services().decisions.explain(*question)
+        found = pinned.explain(*question)
         payload = {
             "decision": found.decision.allowed,
             "reason": found.decision.reason,
@@ -252,8 +265,8 @@ def explain():
             "chain": [_link(link) for link in found.chain],
             "broken": _link(found.broken) if found.broken else None,
         }
-    payload["policy_version"] = version
-    return _versioned(schemas.ExplanationSchema().dump(payload))
+    payload["policy_version"] = pinned.policy().version
+    return _versioned(schemas.ExplanationSchema().dump(payload), pinned)
 
 
 def _link(link) -> dict:

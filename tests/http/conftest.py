@@ -211,3 +211,13 @@ def assert_link_body(body: dict, status: str) -> None:
     assert_time(body["created_at"])
     if body["ends_at"] is not None:
         assert_time(body["ends_at"])
+
+
+class Renamed:
+    """The engine in service under another version, as after a reload."""
+
+    def __init__(self, engine, version: str):
+        self._engine, self.version = engine, version
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)

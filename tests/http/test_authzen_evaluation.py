@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.http.conftest import COLLAB_SCOPE, FIRM_SCOPE, RIGHTS, assert_error, question
+from authz.decisions import Decisions
+from tests.http.conftest import COLLAB_SCOPE, FIRM_SCOPE, RIGHTS, Renamed, assert_error, question
 from tests.support import ADMIN, COLLAB, DUPONT, MANAGER, MARTIN, OTHER_ADMIN, STRANGER, siret
 
 EVALUATION = "/access/v1/evaluation"
@@ -120,6 +121,36 @@ def test_evaluation_ignores_unknown_fields(api, story):
 def test_evaluation_answers_with_the_policy_version_header(api, story):
     response = api.post(EVALUATION, key="pep", json=question(ADMIN, "compte", DUPONT))
     assert response.headers.get("X-Authz-Policy-Version")
+
+
+@pytest.mark.parametrize("path, body", [
+    (EVALUATION, question(ADMIN, "compte", DUPONT)),
+    (EVALUATIONS, {"evaluations": [question(ADMIN, "compte", DUPONT), question(STRANGER, "compte", DUPONT)]}),
+    ("/access/v1/search/resource", {"subject": {"type": "user", "id": ADMIN}, "action": {"name": "compte"},
+                                    "resource": {"type": "company"}}),
+])
+def test_the_version_header_names_the_policy_that_answered_when_a_reload_comes_in_between(
+        app, api, story, monkeypatch, path, body):
+    policy = app.extensions["authz"].policy
+    answered_by = policy().version
+    previous = policy()
+
+    def then_reloaded(original):
+        def answer(self, *args, **kwargs):
+            found = original(self, *args, **kwargs)
+            policy.swap(Renamed(previous, "reloaded-meanwhile"))
+            return found
+        return answer
+
+    for name in ("decide_many", "resources"):
+        monkeypatch.setattr(Decisions, name, then_reloaded(getattr(Decisions, name)))
+    try:
+        response = api.post(path, key="pep", json=body)
+    finally:
+        policy.swap(previous)
+
+    assert response.status_code == 200, response.get_json()
+    assert response.headers["X-Authz-Policy-Version"] == answered_by
 
 
 def test_company_keeps_its_own_rights_after_delegating(api, story):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from authz.decisions import Decisions
 from authz.errors import StoreUnavailable
-from tests.http.conftest import COLLAB_SCOPE, SECRETS, assert_error, question
+from tests.http.conftest import COLLAB_SCOPE, SECRETS, Renamed, assert_error, question
 from tests.support import ADMIN, COLLAB, DUPONT, STRANGER
 
 METRIC_NAMES = [
@@ -174,7 +175,7 @@ def test_database_unavailable_answers_are_counted(app, api, story, monkeypatch):
     def unavailable(*args, **kwargs):
         raise StoreUnavailable("the database is unavailable")
 
-    monkeypatch.setattr(app.extensions["authz"].decisions, "decide_many", unavailable)
+    monkeypatch.setattr(Decisions, "decide_many", unavailable)
     plain = app.test_client_class
     app.test_client_class = None  # this test expects a 503
     try:
@@ -192,21 +193,11 @@ def test_database_unavailable_answers_are_counted(app, api, story, monkeypatch):
 # ---- policy version -------------------------------------------------------------------------
 
 
-class _Renamed:
-    """The engine in service under another version, as after a reload."""
-
-    def __init__(self, engine, version: str):
-        self._engine, self.version = engine, version
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-
 def test_policy_info_shows_the_version_in_service_and_follows_reloads(app, api):
     policy = app.extensions["authz"].policy
     loaded = policy().version
     assert value(scrape(api), "authz_policy_info", version=loaded) == 1
-    previous = policy.swap(_Renamed(policy(), "reloaded-v2"))
+    previous = policy.swap(Renamed(policy(), "reloaded-v2"))
     try:
         samples = scrape(api)
     finally:
