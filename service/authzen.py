@@ -80,7 +80,8 @@ def _pinned() -> Decisions:
     """This request's decisions, every one answered by the policy in service now: the
     ``X-Authz-Policy-Version`` header names the policy that answered, whatever reload
     comes in between."""
-    return services().decisions.under(services().policy())
+    found = services()
+    return found.decisions.under(found.policy())
 
 
 def _answers(pinned: Decisions, questions: list, stop_on: bool | None = None) -> list[dict]:
