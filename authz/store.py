@@ -99,6 +99,18 @@ def scope_set(stored: str) -> frozenset[str]:
     return frozenset(split_scope(stored))
 
 
+def _status_is(column, status: model.LinkStatus):
+    """``column = 'active'`` (or another status), the status written into the SQL text.
+
+    The partial indexes of ``authz.tables`` hold one status; with the status bound as a
+    parameter, SQLite cannot know when preparing whether such an index applies, and
+    prepares the statement again at every run to decide. A decision's facts statement
+    (national dataset, one pair, warm) took 83 us per run that way against 26 us with
+    the status written in. The statuses are the model's own constants, never input.
+    """
+    return column == literal_column(f"'{status.value}'")
+
+
 class _Batch:
     """The statements that read rows for many keys at once, built once (building a
     select() costs more than running it on an indexed column), in three forms.
@@ -183,7 +195,8 @@ class _Batch:
                 select(literal("pending"), delegations.c.id, delegations.c.company_siret, delegations.c.manager_email,
                        no_text, delegations.c.firm_siret, delegations.c.status, delegations.c.scope,
                        delegations.c.ends_at, no_text)
-                .where(among(delegations.c.company_siret, "sirets"), delegations.c.status == model.LinkStatus.PENDING),
+                .where(among(delegations.c.company_siret, "sirets"),
+                       _status_is(delegations.c.status, model.LinkStatus.PENDING)),
                 select(literal("grant"), grants.c.id, grants.c.company_siret, no_text, grants.c.collaborator_email,
                        grants.c.firm_siret, grants.c.status, grants.c.scope, grants.c.ends_at, no_text)
                 .where(among(grants.c.company_siret, "sirets"),
@@ -935,7 +948,7 @@ class Tx:
         query = select(delegations).where(
             delegations.c.company_siret == siret,
             delegations.c.manager_email == manager_email,
-            delegations.c.status == model.LinkStatus.PENDING,
+            _status_is(delegations.c.status, model.LinkStatus.PENDING),
         )
         return list(self.conn.execute(self._lock(query) if lock else query))
 
@@ -943,7 +956,7 @@ class Tx:
         query = select(delegations).where(
             delegations.c.company_siret == siret,
             delegations.c.firm_siret == firm_siret,
-            delegations.c.status == model.LinkStatus.ACTIVE,
+            _status_is(delegations.c.status, model.LinkStatus.ACTIVE),
         )
         return self.conn.execute(self._lock(query) if lock else query).first()
 
@@ -959,7 +972,7 @@ class Tx:
                 .join(companies, companies.c.siret == delegations.c.company_siret)
                 .where(
                     delegations.c.firm_siret == firm_siret,
-                    delegations.c.status == model.LinkStatus.ACTIVE,
+                    _status_is(delegations.c.status, model.LinkStatus.ACTIVE),
                 )
                 .order_by(delegations.c.company_siret)
             )
@@ -1019,7 +1032,7 @@ class Tx:
                 grants.c.firm_siret == firm_siret,
                 grants.c.collaborator_email == email,
                 grants.c.company_siret == siret,
-                grants.c.status == model.LinkStatus.ACTIVE,
+                _status_is(grants.c.status, model.LinkStatus.ACTIVE),
             )
         ).first()
 
@@ -1030,7 +1043,7 @@ class Tx:
                     select(grants).where(
                         grants.c.firm_siret == firm_siret,
                         grants.c.collaborator_email == email,
-                        grants.c.status == model.LinkStatus.ACTIVE,
+                        _status_is(grants.c.status, model.LinkStatus.ACTIVE),
                     )
                 )
             )
