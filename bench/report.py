@@ -24,6 +24,21 @@ CPU_SHARE = ("Throughput against the floor (0.7 asked): section 1's round-by-rou
              "the metrics) took 45-49 us, the answer 22 us, the response 15 us, the key check 8 us and the body's "
              'validation 6 us. Without the decision lines (`AUTHZ_DECISION_LOG_LEVEL=DEBUG`), 4,003-4,369 req/s '
              'against 4,035-4,092 with them, in turns.')
+MISS_COST = ("A miss's facts statement now has the pending arm's status written into its text (`_status_is` in "
+             "`authz/store.py`, 1bb157d). Bound as a parameter, the status kept SQLite from knowing, when "
+             "preparing, whether the partial index on pending designations applied, so it prepared the whole "
+             "statement again at every run: one pair's facts took 83 us per run that way and 26 us since (the "
+             "statement alone, national, warm). In process (the service's app, SQLite national, 4,000 pairs "
+             "never asked before, 2026-11-29), a request that missed the cache took 494 us before and 354 us "
+             "after, against 159-170 us for one that hit; on PostgreSQL the facts read went from 199-207 us to "
+             "182-188 us (runs in turns).")
+ALL_CACHED = ("With every answer cached (the stream's first 200 bodies, SQLite national, two workers each, three "
+              "rounds of 8 s in turns, 2026-11-29, before 1bb157d, which changes only misses), the service's "
+              "workers spent 381-394 us of CPU per request against 213-220 us for the floor's, a ratio of "
+              "0.61-0.65; with the two log lines off (`AUTHZ_LOG_LEVEL=WARNING`), 310-334 us and 0.71-0.87. So "
+              "what keeps the ratio under 0.7 is the work each request does and the floor does not (the key and "
+              "data version check, validation, two JSON log lines, the metrics), and on top of it the misses of "
+              "each worker's own cache.")
 # Measured apart from this benchmark: EXPLAIN (ANALYZE, BUFFERS) of 40 fresh questions' facts per size.
 PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's indexes and tables at every "
               "size; on the national dataset (1 GB, against 128 MB of shared_buffers on this server) about "
@@ -430,7 +445,7 @@ def render(r: dict) -> str:
       "that was one more round trip per request. Section 4's questions are also the first to touch their "
       "pages of the national dataset: on 2026-11-28, the growth section's questions asked once more came "
       "out about 0.35 ms faster at national size (see Growth below); since 2026-11-29 the datasets are "
-      "read into the file cache before section 4 (see Notes), so those pages come from memory.")
+      "read into the file cache before section 4 (see Notes), so those pages come from memory. " + MISS_COST)
     w("- A warm answer needs the data version, read at most once per 5 ms lease in each worker (that check "
       "is what makes every process see a write at once, see `VERSION_LEASE_SECONDS`; one statement outside "
       "any transaction, SQLAlchemy's Connection skipped, on PostgreSQL on a connection each worker keeps "
@@ -454,7 +469,7 @@ def render(r: dict) -> str:
       "registration arm (their links prove it), and each worker freezes what it built at start out of the "
       "garbage collector's passes (`gc.freeze`), which otherwise walked it again and again while the "
       "search built its 13,937 entries.")
-    w("- " + CPU_SHARE)
+    w("- " + CPU_SHARE + " " + ALL_CACHED)
     w("- " + REQUEST_PATH)
     w("- " + PAGE_READS)
     w("- Possible next steps (not measured yet): a shared cache of answers across workers and restarts "
