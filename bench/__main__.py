@@ -16,7 +16,8 @@ same run, interleaved where it can be, because this machine is shared and noisy:
 5. growth: decision latency at 10k, 100k and 1M grants; RSS per gunicorn worker;
 
 and, with valgrind, the instructions a cached decision takes in process, service against
-floor (``bench/instructions.py``): a figure the machine's noise does not move.
+floor, and a decision on a pair never met (``bench/instructions.py``): figures the machine's
+noise does not move.
 
 Before sections 4 and 5, and again before the HTTP sections, each backend's datasets are
 read whole into the operating system's file cache (``datasets.prime``): these machines
@@ -589,9 +590,10 @@ def main(argv: list[str] | None = None) -> int:
                      "datasets": {f"{b}/{s}": asdict(p) for (b, s), p in prepared.items()},
                      "backends": {}}
     if instructions.available():
-        say(f"instructions per cached decision in process ({backends[0]}, callgrind)")
-        results["instructions"] = {"backend": backends[0], "per_request": instructions.per_request(
-            main_url, files["bodies"], install_key(main_url))}
+        say(f"instructions per decision in process, cached and on pairs never met ({backends[0]}, callgrind)")
+        results["instructions"] = {"backend": backends[0], "cold_warm": instructions.COLD_WARM,
+                                   "per_request": instructions.per_request(main_url, files["bodies"],
+                                                                           install_key(main_url))}
     else:
         say("valgrind is not installed: no instruction counts")
     for backend in backends:

@@ -1,12 +1,15 @@
 """Instructions per request in process, counted by valgrind's callgrind: the service's WSGI
-app answering cached decisions, against the floor app, both called without a server.
+app answering cached decisions, against the floor app, both called without a server; and
+the service answering questions on pairs it has never met (``cold``: each reads its facts).
 
 Time on these shared machines moves by tens of percent from run to run; the same count
 taken twice differed by 0.1% or less (the hash seed fixed). So this is the figure that
 shows what a change to the request path saved. It leaves out what HTTP costs both apps
 (gunicorn, sockets, the kernel) and what the service pays only now and then: the data
 version is read once (its lease is held for the whole run) and every question is asked
-once before counting.
+once before counting. The cold count asks, after as many warm-up questions, questions whose
+(user, company) the app has not met: what a miss costs (the facts read, the answers worked
+out, the users and companies validated), the figure a cached count cannot show.
 
     python -m bench.instructions --url sqlite:///var/bench/authz_national.sqlite3 \
         --bodies var/bench/stream-national.jsonl
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import re
 import shutil
@@ -30,8 +34,9 @@ from pathlib import Path
 
 QUESTIONS = 200  # distinct bodies, each asked once before counting
 FEW, MANY = 100, 600  # requests counted in the two runs
+COLD_WARM = 400  # pairs asked before the cold count (the policy's shapes, the first loads)
 KEY_ENV = "AUTHZ_BENCH_INSTRUCTIONS_KEY"
-APPS = ("service", "floor")
+APPS = ("service", "floor", "cold")  # cold: the service, every counted question on a new pair
 
 
 def available() -> bool:
@@ -46,13 +51,15 @@ def _environ(body: bytes, key: str) -> dict:
             "HTTP_AUTHORIZATION": f"Bearer {key}"}
 
 
-def _child(app_name: str, bodies: list[bytes], requests: int) -> None:
-    """Warm the app on every body, then answer ``requests`` of them: what callgrind counts."""
+def _child(app_name: str, stream: Path, requests: int) -> None:
+    """Warm the app, then answer ``requests`` questions: what callgrind counts. Cached: the
+    first ``QUESTIONS`` bodies, each asked once, then asked in turn. Cold: ``COLD_WARM``
+    pairs asked once, then ``requests`` pairs never asked."""
     key = os.environ[KEY_ENV]
-    if app_name == "service":
-        from service.app import create_app
-    else:
+    if app_name == "floor":
         from bench.floor_app import create_app
+    else:
+        from service.app import create_app
     app = create_app()
     from authz import store
 
@@ -67,6 +74,12 @@ def _child(app_name: str, bodies: list[bytes], requests: int) -> None:
     def ask(body: bytes) -> None:
         b"".join(app(_environ(body, key), start))
 
+    if app_name == "cold":
+        bodies = _new_pairs(stream, COLD_WARM + requests)
+        for body in bodies:  # the first COLD_WARM warm up; each later one is a pair never met
+            ask(body)
+        return
+    bodies = _bodies(stream)
     for body in bodies:
         ask(body)
     for n in range(requests):
@@ -99,6 +112,18 @@ def per_request(url: str, bodies: Path, key: str) -> dict:
     return {app_name: (counts[(app_name, MANY)] - counts[(app_name, FEW)]) / (MANY - FEW) for app_name in APPS}
 
 
+def _new_pairs(path: Path, count: int) -> list[bytes]:
+    """The first ``count`` bodies of a stream file whose (subject, resource) is not an earlier one's."""
+    found: dict[tuple, bytes] = {}
+    with path.open("rb") as lines:
+        for line in lines:
+            body = json.loads(line)
+            found.setdefault((body["subject"]["id"], body["resource"]["id"]), line.strip())
+            if len(found) == count:
+                return list(found.values())
+    raise SystemExit(f"{path} holds {len(found)} distinct pairs, {count} needed")
+
+
 def _bodies(path: Path) -> list[bytes]:
     """The first ``QUESTIONS`` distinct bodies of a stream file (one JSON body per line)."""
     found: dict[bytes, None] = {}
@@ -119,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         with open(os.devnull, "w") as sys.stderr:  # the service's log lines
-            _child(args.child, _bodies(args.bodies), args.requests)
+            _child(args.child, args.bodies, args.requests)
         return
     if not args.url:
         parser.error("--url is required")
@@ -127,7 +152,7 @@ def main() -> None:
 
     found = per_request(args.url, args.bodies, install_key(args.url))
     print(f"service {found['service']:,.0f} floor {found['floor']:,.0f} instructions per request "
-          f"(floor / service {found['floor'] / found['service']:.2f})")
+          f"(floor / service {found['floor'] / found['service']:.2f}); a pair never met {found['cold']:,.0f}")
 
 
 if __name__ == "__main__":

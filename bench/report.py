@@ -274,6 +274,13 @@ def render(r: dict) -> str:
         w("|---:|---:|---:|---:|")
         w(f"| {service:,.0f} | {floor:,.0f} | {_ratio(floor, service)} | {service - floor:,.0f} |")
         w("")
+        cold = counted["per_request"].get("cold")
+        if cold:
+            w(f"A question on a (user, company) the app has not met, counted the same way after "
+              f"{counted['cold_warm']} such questions: {cold:,.0f} instructions, {_ratio(cold, service)} a "
+              "cached one. It reads the pair's facts, works its answer out and validates the users and "
+              "companies it has not seen.")
+            w("")
     writes = [(backend, b["http"]["under_writes"]) for backend, b in r["backends"].items()
               if "under_writes" in b["http"]]
     if writes:
