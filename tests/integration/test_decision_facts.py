@@ -121,7 +121,6 @@ def test_the_pending_designations_and_registration_are_read(store, pairs):
     assert facts.of(UNKNOWN_EMAIL, UNREGISTERED)[2:] == (False, ())
 
 
-
 @pytest.mark.parametrize("name", ["decision_facts", "search_facts"])
 def test_the_pending_status_is_written_into_the_facts_statements(store, name):
     """The pending arm reads a partial index (``status = 'pending'``). With the status bound

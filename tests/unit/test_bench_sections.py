@@ -3,6 +3,8 @@ a missed target says by how much."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench.report import _at_most, put_section, with_sections
@@ -52,12 +54,9 @@ def test_the_instruction_count_asks_distinct_questions_of_the_stream(tmp_path):
     assert bodies[:3] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
 
 
-
 def test_the_cold_instruction_count_asks_pairs_never_asked_before(tmp_path):
     """A body on a pair met before (another right) would be answered from the cache: the
     cold count takes the first body of each (subject, resource), in the stream's order."""
-    import json
-
     from bench import instructions
 
     def body(user: int, right: str, company: int) -> bytes:
@@ -72,6 +71,7 @@ def test_the_cold_instruction_count_asks_pairs_never_asked_before(tmp_path):
     assert instructions._new_pairs(stream, 4) == [lines[0], lines[2], lines[3], lines[5]]
     with pytest.raises(SystemExit, match="4 distinct pairs, 5 needed"):
         instructions._new_pairs(stream, 5)
+
 
 def test_priming_reads_a_sqlite_dataset_whole_and_says_so(tmp_path):
     from bench import datasets
