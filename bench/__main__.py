@@ -7,7 +7,9 @@ databases ``authz_bench_<size>``). Every measurement runs beside its baseline in
 same run, interleaved where it can be, because this machine is shared and noisy:
 
 1. POST /access/v1/evaluation under ``authz serve --workers N``, against the floor
-   (``bench/floor_app.py``: a constant answer under the same gunicorn settings);
+   (``bench/floor_app.py``: a constant answer under the same gunicorn settings); then
+   again on the stream's first 200 distinct questions, which every worker has answered
+   before (what a request costs with no cache miss);
 2. /access/v1/evaluations, 100 items per call, against the floor;
 3. resource search: the largest firm's full client list and its first 100-item page,
    against the floor shipping as many results, and in process against plain Python;
@@ -84,12 +86,13 @@ class Plan:
     search_page: int
     search_budget: float  # seconds of sampling per search figure, at most
     search_cap: float  # the in-process search child is stopped after this
+    cached_seconds: float  # each round on questions every worker has answered
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(True, 5, 1, 2, 4, 20_000, 300, 200, 3, 15, 30, 60)
-        return cls(False, 12, 3, 3, 4, 50_000, 2_000, 800, 7, 40, 90, 180)
+            return cls(True, 5, 1, 2, 4, 20_000, 300, 200, 3, 15, 30, 60, 3)
+        return cls(False, 12, 3, 3, 4, 50_000, 2_000, 800, 7, 40, 90, 180, 8)
 
 
 def ms(values: list[float]) -> dict:
@@ -422,6 +425,29 @@ def evaluation_under_writes(url: str, service: http.Server, key: str, admin_key:
     return runs
 
 
+def evaluation_rounds(what: str, floor: http.Server, service: http.Server, bodies: Path, key: str, admin_key: str,
+                      seconds: float, plan: Plan) -> dict:
+    """``plan.rounds`` rounds of ``POST /access/v1/evaluation`` over ``bodies``, floor then
+    service, each with what a request cost the workers and, for the service, how often its
+    answer came from its cache: what the ratio is made of."""
+    runs: dict[str, list] = {"floor": [], "service": []}
+    for round_ in range(plan.rounds):
+        for name, server in (("floor", floor), ("service", service)):
+            lookups = answer_lookups(service.port, admin_key) if server is service else None
+            cpu = server.worker_cpu_seconds()
+            found = http.load(server.port, "/access/v1/evaluation", bodies, key, seconds, plan.connections)
+            extra = {"worker_cpu_us": (server.worker_cpu_seconds() - cpu) * 1e6 / max(found.requests, 1)}
+            if lookups is not None:
+                after = answer_lookups(service.port, admin_key)
+                extra |= {"cache_hits": after["hit"] - lookups["hit"], "cache_misses": after["miss"] - lookups["miss"]}
+            runs[name].append(asdict(found) | {"rps": found.rps} | extra)
+            say(f"{what} {name} round {round_ + 1}: {found.rps:.0f} req/s "
+                f"p50 {found.p50_ms:.1f} ms p99 {found.p99_ms:.1f} ms errors {found.errors}, "
+                f"worker CPU {extra['worker_cpu_us']:.0f} us per request"
+                + (f", answer cache misses {extra['cache_misses']:.0f}" if lookups is not None else ""))
+    return runs
+
+
 def http_suite(backend: str, url: str, plan: Plan, workers: int, files: dict, manager: str,
                verify: list[Question], reference: Preloaded) -> dict:
     logs = OUT / "logs" / backend
@@ -440,26 +466,16 @@ def http_suite(backend: str, url: str, plan: Plan, workers: int, files: dict, ma
         for server in (floor, service):  # warm both: pools, policy, page cache
             http.load(server.port, "/access/v1/evaluation", files["bodies"], key, plan.warmup_seconds,
                       plan.connections)
-        runs = {"floor": [], "service": []}
-        for round_ in range(plan.rounds):
-            for name, server in (("floor", floor), ("service", service)):
-                # What each request cost the workers, and how often the service's answer came
-                # from its cache: what the ratio is made of.
-                lookups = answer_lookups(service.port, admin_key) if server is service else None
-                cpu = server.worker_cpu_seconds()
-                found = http.load(server.port, "/access/v1/evaluation", files["bodies"], key, plan.http_seconds,
-                                  plan.connections)
-                extra = {"worker_cpu_us": (server.worker_cpu_seconds() - cpu) * 1e6 / max(found.requests, 1)}
-                if lookups is not None:
-                    after = answer_lookups(service.port, admin_key)
-                    extra |= {"cache_hits": after["hit"] - lookups["hit"],
-                              "cache_misses": after["miss"] - lookups["miss"]}
-                runs[name].append(asdict(found) | {"rps": found.rps} | extra)
-                say(f"{backend}: evaluation {name} round {round_ + 1}: {found.rps:.0f} req/s "
-                    f"p50 {found.p50_ms:.1f} ms p99 {found.p99_ms:.1f} ms errors {found.errors}, "
-                    f"worker CPU {extra['worker_cpu_us']:.0f} us per request"
-                    + (f", answer cache misses {extra['cache_misses']:.0f}" if lookups is not None else ""))
-        result["evaluation"] = runs
+        what = f"{backend}: evaluation"
+        result["evaluation"] = evaluation_rounds(what, floor, service, files["bodies"], key, admin_key,
+                                                 plan.http_seconds, plan)
+        # Questions both workers have answered before: what a request costs with no miss, to
+        # tell the work every request does from what the stream's misses add.
+        for server in (floor, service):
+            http.load(server.port, "/access/v1/evaluation", files["cached"], key, plan.warmup_seconds,
+                      plan.connections)
+        result["evaluation_cached"] = evaluation_rounds(f"{what} all cached", floor, service, files["cached"], key,
+                                                        admin_key, plan.cached_seconds, plan)
         result["under_writes"] = evaluation_under_writes(url, service, key, admin_key, files, plan)
         runs = {"floor": [], "service": []}
         for round_ in range(plan.rounds):
@@ -576,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         main_db.dispose()
     files = {"bodies": write_bodies(stream, OUT / f"stream-{args.size}.jsonl"),
              "batches": write_batches(stream, OUT / f"batches-{args.size}.jsonl")}
+    cached = instructions.distinct_bodies(files["bodies"])  # the stream's first distinct questions
+    files["cached"] = OUT / f"cached-{args.size}.jsonl"
+    files["cached"].write_bytes(b"\n".join(cached) + b"\n")
     kinds: dict[str, int] = {}
     for q in stream:
         kinds[q.kind] = kinds.get(q.kind, 0) + 1
@@ -587,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": info, "command": command, "plan": asdict(plan), "size": args.size,
                      "seed": args.seed, "largest_manager": pools.largest_manager, "largest_firm": pools.largest_firm,
                      "stream": {"questions": len(stream), "kinds": kinds, "allowed": stream_allowed},
+                     "cached_questions": len(cached),
                      "datasets": {f"{b}/{s}": asdict(p) for (b, s), p in prepared.items()},
                      "backends": {}}
     if instructions.available():

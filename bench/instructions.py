@@ -79,7 +79,7 @@ def _child(app_name: str, stream: Path, requests: int) -> None:
         for body in bodies:  # the first COLD_WARM warm up; each later one is a pair never met
             ask(body)
         return
-    bodies = _bodies(stream)
+    bodies = distinct_bodies(stream)
     for body in bodies:
         ask(body)
     for n in range(requests):
@@ -124,7 +124,7 @@ def _new_pairs(path: Path, count: int) -> list[bytes]:
     raise SystemExit(f"{path} holds {len(found)} distinct pairs, {count} needed")
 
 
-def _bodies(path: Path) -> list[bytes]:
+def distinct_bodies(path: Path) -> list[bytes]:
     """The first ``QUESTIONS`` distinct bodies of a stream file (one JSON body per line)."""
     found: dict[bytes, None] = {}
     with path.open("rb") as lines:

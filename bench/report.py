@@ -34,13 +34,14 @@ MISS_COST = ("A miss's facts statement now has the pending arm's status written 
              "182-188 us (runs in turns). Counted by callgrind (`bench/instructions.py`, its cold count, SQLite "
              "national; the tool of 7e3397a run on both commits): 3,369,450 instructions per question on a "
              "pair never met at 85ba5d4, the commit before, against 2,660,674 at 7e3397a.")
-ALL_CACHED = ("With every answer cached (the stream's first 200 bodies, SQLite national, two workers each, three "
-              "rounds of 8 s in turns, 2026-11-29, before 1bb157d, which changes only misses), the service's "
-              "workers spent 381-394 us of CPU per request against 213-220 us for the floor's, a ratio of "
-              "0.61-0.65; with the two log lines off (`AUTHZ_LOG_LEVEL=WARNING`), 310-334 us and 0.71-0.87. So "
-              "what keeps the ratio under 0.7 is the work each request does and the floor does not (the key and "
-              "data version check, validation, two JSON log lines, the metrics), and on top of it the misses of "
-              "each worker's own cache.")
+ALL_CACHED = ("Section 1's rounds with every answer cached measure, in each run, what a request costs with no "
+              "miss. By hand (the same 200 questions, SQLite national, two workers each, three rounds of 8 s in "
+              "turns, 2026-11-29, before 1bb157d, which changes only misses), the service's workers spent "
+              "381-394 us of CPU per request against 213-220 us for the floor's, a ratio of 0.61-0.65; with the "
+              "two log lines off (`AUTHZ_LOG_LEVEL=WARNING`), 310-334 us and 0.71-0.87. So what keeps the ratio "
+              "under 0.7 is the work each request does and the floor does not (the key and data version check, "
+              "validation, two JSON log lines, the metrics), and on top of it the misses of each worker's own "
+              "cache.")
 # Measured apart from this benchmark: EXPLAIN (ANALYZE, BUFFERS) of 40 fresh questions' facts per size.
 PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's indexes and tables at every "
               "size; on the national dataset (1 GB, against 128 MB of shared_buffers on this server) about "
@@ -138,6 +139,29 @@ def _at_least(value: float, limit: float, unit: str) -> str:
         return f"met ({_f(value, 2)} {unit} >= {_limit(limit)} {unit})"
     return (f"**missed: {_f(value, 2)} {unit} vs >= {_limit(limit)} {unit}** "
             f"(short by {(1 - value / limit) * 100:.0f}%)")
+
+
+def _rounds(r: dict, name: str) -> list[tuple]:
+    """(backend, round, service run, floor run) of each backend's ``name`` rounds that measured CPU."""
+    return [(backend, n, service, floor)
+            for backend, b in r["backends"].items() if name in b["http"]
+            for n, (service, floor) in enumerate(zip(b["http"][name]["service"], b["http"][name]["floor"],
+                                                     strict=False), 1)
+            if "worker_cpu_us" in service and "worker_cpu_us" in floor]
+
+
+def _rounds_table(w, rounds: list[tuple]) -> None:
+    w("| backend | round | service req/s | floor req/s | ratio | worker CPU per request service / floor us "
+      "| CPU ratio | answer cache hits |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for backend, n, service, floor in rounds:
+        asked = service["cache_hits"] + service["cache_misses"]
+        hits = f"{100 * service['cache_hits'] / asked:.1f}%" if asked else "n/a"
+        w(f"| {backend} | {n} | {_f(service['rps'], 0)} | {_f(floor['rps'], 0)} | "
+          f"{_ratio(service['rps'], floor['rps'])} | {_f(service['worker_cpu_us'], 0)} / "
+          f"{_f(floor['worker_cpu_us'], 0)} | {_ratio(service['worker_cpu_us'], floor['worker_cpu_us'])} | "
+          f"{hits} |")
+    w("")
 
 
 def render(r: dict) -> str:
@@ -242,27 +266,22 @@ def render(r: dict) -> str:
           f"{_f(_median(ev['service'], 'p50_ms'))} / {_f(_median(ev['service'], 'p99_ms'))} | "
           f"{_f(_median(ev['floor'], 'p50_ms'))} / {_f(_median(ev['floor'], 'p99_ms'))} | {errors} |")
     w("")
-    rounds = [(backend, n, service, floor)
-              for backend, b in r["backends"].items()
-              for n, (service, floor) in enumerate(zip(b["http"]["evaluation"]["service"],
-                                                       b["http"]["evaluation"]["floor"], strict=False), 1)
-              if "worker_cpu_us" in service and "worker_cpu_us" in floor]
+    rounds = _rounds(r, "evaluation")
     if rounds:
         w("Round by round: the workers' CPU time per request (user and system, from /proc) and the share of "
           "the service's questions its workers answered from their caches (`authz_answer_cache_lookups_total`); "
           "a miss reads the pair's facts from the database.")
         w("")
-        w("| backend | round | service req/s | floor req/s | ratio | worker CPU per request service / floor us "
-          "| CPU ratio | answer cache hits |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for backend, n, service, floor in rounds:
-            asked = service["cache_hits"] + service["cache_misses"]
-            hits = f"{100 * service['cache_hits'] / asked:.1f}%" if asked else "n/a"
-            w(f"| {backend} | {n} | {_f(service['rps'], 0)} | {_f(floor['rps'], 0)} | "
-              f"{_ratio(service['rps'], floor['rps'])} | {_f(service['worker_cpu_us'], 0)} / "
-              f"{_f(floor['worker_cpu_us'], 0)} | {_ratio(service['worker_cpu_us'], floor['worker_cpu_us'])} | "
-              f"{hits} |")
+        _rounds_table(w, rounds)
+    cached = _rounds(r, "evaluation_cached")
+    if cached:
+        w(f"With every answer cached: the same servers right after, on the stream's first "
+          f"{r['cached_questions']} distinct questions, which both workers had answered during a warm-up of "
+          f"{r['plan']['warmup_seconds']:g} s on them; rounds of {r['plan']['cached_seconds']:g} s. What is left "
+          "between the two apps is the work every request does (the key and the data version, validation, two "
+          "JSON log lines, the metrics), not the misses.")
         w("")
+        _rounds_table(w, cached)
     counted = r.get("instructions")
     if counted:
         service, floor = counted["per_request"]["service"], counted["per_request"]["floor"]

@@ -48,7 +48,7 @@ def test_the_instruction_count_asks_distinct_questions_of_the_stream(tmp_path):
     lines = [b'{"n": %d}' % (n % 250) for n in range(1000)]  # 250 distinct bodies, each four times
     stream.write_bytes(b"\n".join(lines) + b"\n")
 
-    bodies = instructions._bodies(stream)
+    bodies = instructions.distinct_bodies(stream)
 
     assert len(bodies) == len(set(bodies)) == instructions.QUESTIONS
     assert bodies[:3] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
