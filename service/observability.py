@@ -7,8 +7,8 @@ the views carry no metric or logging code:
 * one log line per request (request id, caller key name, endpoint, method, status,
   latency) on the ``authz.access`` logger, and one per decision (subject id, action,
   resource id, decision, reason) on ``authz.decision`` at ``AUTHZ_DECISION_LOG_LEVEL``
-  (the decisions of one request are one record, written one line each: see ``LINES``);
-  headers and bodies are never logged, so neither API keys nor activation tokens are;
+  (the decisions of one request are one record, written one line each: see
+  ``service.logs.LINES``), all through ``service.logs.log_all``;
 * the metrics: decisions (each item of a batch), request latency by endpoint name and
   status, search result sizes, the answer cache's hits and misses, database errors (503
   ``store_unavailable``), and the policy version in service, read at scrape time so that
@@ -21,16 +21,16 @@ whichever worker answers it, adds up every worker's.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
+from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Response, current_app, g, has_request_context, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import InfoMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -38,6 +38,7 @@ from authz.answers import AnswerCache
 from authz.engine import LoadedPolicy
 from authz.errors import StoreUnavailable
 from service.http import api_doc, requires
+from service.logs import LINES, Entry, configure_logging, log_all
 
 bp = Blueprint("observability", __name__)
 
@@ -56,6 +57,8 @@ SIZE_BUCKETS = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 500
 access_log = logging.getLogger("authz.access")
 decision_log = logging.getLogger("authz.decision")
 log = logging.getLogger("authz.observability")
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 
 # ---- metrics ------------------------------------------------------------------------------
@@ -108,6 +111,16 @@ class Metrics:
         for kind in SEARCH_KINDS.values():
             self.search_results.labels(kind)
         self._hits, self._misses = self.answer_lookups.labels("hit"), self.answer_lookups.labels("miss")
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, remembered: ``labels`` checks its arguments and takes
+        a lock at every call. The label values are endpoint names, statuses and outcomes,
+        a few dozen combinations."""
+        found = self._children.get((metric, labels))
+        if found is None:
+            found = self._children[(metric, labels)] = metric.labels(*labels)
+        return found
 
     def count_answer_lookups(self) -> None:
         """Add the lookups the cache counted since the last call: a plain count in the cache
@@ -134,123 +147,6 @@ def metrics():
     return Response(current_app.extensions[EXTENSION].exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
-# ---- logging ------------------------------------------------------------------------------
-
-
-class _CurrentStderr(logging.StreamHandler):
-    """Write to whatever ``sys.stderr`` is at the time (as ``logging.lastResort`` does)."""
-
-    def __init__(self):
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value):
-        pass
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # StreamHandler's, with the flush done here: ``handle`` already holds the lock that
-        # its ``flush`` takes again.
-        try:
-            stream = sys.stderr
-            stream.write(self.format(record) + self.terminator)
-            stream.flush()
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 (as logging's handlers: a line that fails never fails a request)
-            self.handleError(record)
-
-
-class _RequestId(logging.Filter):
-    """Give every line logged while answering a request that request's id."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id") and has_request_context():
-            record.request_id = g.get("request_id")
-        return True
-
-
-# An ``extra`` field: a list of dicts, written one line each, every line with the record's
-# other fields. The decisions of a request are one record: a record costs about 26 µs through
-# ``logging`` on the 2-core machine, which was more than half of what a decision of a
-# 100-item ``evaluations`` call cost (45.5 µs per item, 19.8 without decision lines).
-LINES = "lines"
-
-# What every LogRecord has: any other attribute of a record came in its ``extra``.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-_second: tuple[int, str] = (-1, "")  # the last second written, and its text
-
-
-def _utc(created: float) -> str:
-    """``created`` in ISO 8601, UTC, to the microsecond. The text of the second is kept
-    from one line to the next, as most lines share it: 1.3 µs less a line than
-    ``datetime.isoformat`` (a decision line, on the 2-core machine)."""
-    global _second
-    seconds, micro = divmod(round(created * 1_000_000), 1_000_000)
-    kept = _second
-    if kept[0] != seconds:
-        kept = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
-    return f"{kept[1]}.{micro:06d}+00:00"
-
-
-class JsonLines(logging.Formatter):
-    """One JSON object per record: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
-    ``message``, each ``extra`` field, and ``exc_info`` (the traceback) if any; or, for a
-    record with ``LINES``, one such object per item of it, with the item's fields added.
-
-    Our own rather than python-json-logger's: a decision call writes two lines (an
-    ``evaluations`` call one per item), and its generic field merging and encoder cost
-    28 µs a line against 19 µs here (a decision line, on the 2-core benchmark machine).
-    """
-
-    _encoder = json.JSONEncoder(ensure_ascii=False, default=str)  # ``json.dumps`` builds one per call
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": _utc(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for name, value in vars(record).items():
-            if name not in _RECORD_ATTRIBUTES:
-                line[name] = value
-        if record.exc_info:
-            line["exc_info"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            line["stack_info"] = self.formatStack(record.stack_info)
-        items = line.pop(LINES, None)
-        if isinstance(items, list) and items:
-            return "\n".join(self._encoder.encode(line | item if isinstance(item, dict) else line | {LINES: item})
-                             for item in items)
-        return self._encoder.encode(line)
-
-
-def configure_logging(level: int) -> None:
-    """JSON lines on stderr for the ``authz`` loggers; the handler is added once per process.
-
-    Records still propagate to the root logger, which gunicorn leaves without handlers
-    (so each event is written once) and where test tools such as ``caplog`` listen.
-    """
-    # No line in this process shows a record's thread, process name or calling frame
-    # (gunicorn's show the pid, kept): skip collecting them, as the logging HOWTO's
-    # "Optimization" section suggests. About a fifth of a line's cost.
-    logging.logThreads = logging.logMultiprocessing = False
-    logging._srcfile = None
-    logger = logging.getLogger("authz")
-    if not any(isinstance(handler, _CurrentStderr) for handler in logger.handlers):
-        handler = _CurrentStderr()
-        handler.setFormatter(JsonLines())
-        handler.addFilter(_RequestId())
-        logger.addHandler(handler)
-    logger.setLevel(level)
-
-
 # ---- the request hooks --------------------------------------------------------------------
 
 
@@ -274,7 +170,7 @@ def _record(response: Response, elapsed: float) -> None:
     asked, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
     endpoint = asked.endpoint or UNMATCHED
     status = response.status_code
-    metrics.latency.labels(endpoint, str(status)).observe(elapsed)
+    metrics.child(metrics.latency, endpoint, str(status)).observe(elapsed)
     metrics.count_answer_lookups()
     if status == 503 and _error_code(response) == StoreUnavailable.code:
         metrics.database_errors.inc()
@@ -284,14 +180,17 @@ def _record(response: Response, elapsed: float) -> None:
     # The payload a view answered with (service/authzen.py keeps it), not the response
     # body parsed again.
     answered = state.get("answered") or {}
+    entries: list[Entry] = []
     if status == 200 and endpoint in DECISION_ENDPOINTS:
-        _decisions(metrics, caller, answered, state.get("json_body"))
+        entries += _decisions(metrics, caller, answered, state.get("json_body"))
     elif status == 200 and endpoint in SEARCH_KINDS:
         page = answered.get("page") or {}
         if isinstance(page.get("total"), int):
             metrics.search_results.labels(SEARCH_KINDS[endpoint]).observe(page["total"])
-    access_log.info("%s %s %s", asked.method, endpoint, status, extra=caller | {
-        "method": asked.method, "status": status, "latency_ms": round(elapsed * 1000, 3)})
+    method = asked.method
+    entries.append((access_log, logging.INFO, f"{method} {endpoint} {status}", caller | {
+        "method": method, "status": status, "latency_ms": round(elapsed * 1000, 3)}))
+    log_all(entries)
 
 
 def _error_code(response: Response) -> str | None:
@@ -300,17 +199,18 @@ def _error_code(response: Response) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
-def _decisions(metrics: Metrics, caller: dict, payload: dict, body) -> None:
-    """Count (and log) every decision of an evaluation answer: one, or one per item."""
+def _decisions(metrics: Metrics, caller: dict, payload: dict, body) -> list[Entry]:
+    """Count every decision of an evaluation answer (one, or one per item); return the
+    record that logs them, if their level is enabled."""
     endpoint = caller["endpoint"]
     answers = payload.get("evaluations", [payload])
     allowed = sum(answer.get("decision") is True for answer in answers)
     for outcome, count in (("allow", allowed), ("deny", len(answers) - allowed)):
         if count:
-            metrics.decisions.labels(endpoint, outcome).inc(count)
+            metrics.child(metrics.decisions, endpoint, outcome).inc(count)
     level = current_app.config["AUTHZ_DECISION_LOG_LEVEL"]
     if not decision_log.isEnabledFor(level):
-        return
+        return []
     # Answers follow the questions in order; a batch may stop early (evaluations_semantic).
     lines = [{
         "subject_id": _entity(question, "subject", "id"),
@@ -319,8 +219,7 @@ def _decisions(metrics: Metrics, caller: dict, payload: dict, body) -> None:
         "decision": "allow" if answer.get("decision") is True else "deny",
         "reason": (answer.get("context") or {}).get("reason"),
     } for question, answer in zip(_questions(body), answers, strict=False)]
-    if lines:
-        decision_log.log(level, "decision", extra=caller | {LINES: lines})
+    return [(decision_log, level, "decision", caller | {LINES: lines})] if lines else []
 
 
 def _questions(body) -> list[dict]:

@@ -120,14 +120,19 @@ def test_decisions_are_counted_across_workers(running):
         versions = [dict(labels)["version"] for labels in found["authz_policy_info"]]
         assert len(versions) == 1 and versions[0], versions
 
-    logged = []
-    for line in Path(server.log_path).read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("logger") == "authz.access" and record.get("endpoint") == "authzen.evaluation":
-                logged.append(record)
+    records = [json.loads(line) for line in Path(server.log_path).read_text(errors="replace").splitlines()
+               if line.startswith("{")]
+    asked = [n for n, record in enumerate(records) if record.get("endpoint") == "authzen.evaluation"]
+    logged = [records[n] for n in asked if records[n]["logger"] == "authz.access"]
     assert len(logged) == evaluations
     assert {record["key"] for record in logged} == {"metrics-pep"}
+    # Each decision line comes right before its request's access line: written together.
+    for n in asked:
+        if records[n]["logger"] == "authz.decision":
+            after = records[n + 1]
+            assert (after["logger"], after["request_id"]) == ("authz.access", records[n]["request_id"])
+            assert records[n]["decision"] == ("allow" if records[n]["subject_id"] == ADMIN else "deny")
+    assert sum(records[n]["logger"] == "authz.decision" for n in asked) == evaluations
     assert keys["pep"] not in Path(server.log_path).read_text(errors="replace")
 
     server.stop()

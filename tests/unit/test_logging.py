@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz import tokens
 from service.app import create_app
 from service.config import ConfigError, from_env
-from service.observability import JsonLines
+from service.logs import JsonLines, log_all
 from tests.http.conftest import SECRETS, Api, question
 from tests.support import ADMIN, CABINET, DUPONT, MANAGER, ROOT, STRANGER
 
@@ -234,3 +236,110 @@ def test_an_item_of_lines_that_is_not_an_object_is_written_under_lines():
     first, second = (json.loads(text) for text in JsonLines().format(record).split("\n"))
     assert first["a"] == 1 and "lines" not in first
     assert second["lines"] == "odd"
+
+
+# ---- the lines of a request, written directly when only our handler listens ----------------
+
+
+@contextmanager
+def as_under_gunicorn() -> Iterator[None]:
+    """The root logger without handlers, as gunicorn leaves it (pytest gives it its own)."""
+    root = logging.getLogger()
+    kept = list(root.handlers)
+    for handler in kept:
+        root.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in kept:
+            root.addHandler(handler)
+
+
+def without_time(records: list[dict]) -> list[dict]:
+    return [{name: value for name, value in record.items() if name not in ("time", "latency_ms")}
+            for record in records]
+
+
+_users = st.sampled_from([ADMIN, MANAGER, STRANGER, "Mixed.Case@Example.org"])
+_rights = st.sampled_from(["compte", "entreprise", "conges", "no_such_right"])
+_companies = st.sampled_from([DUPONT, "12345678901234"])
+_item = st.fixed_dictionaries({}, optional={
+    "subject": st.builds(lambda user: {"type": "user", "id": user}, _users),
+    "action": st.builds(lambda right: {"name": right}, _rights),
+    "resource": st.builds(lambda siret, kind: {"type": kind, "id": siret}, _companies,
+                          st.sampled_from(["company", "organization"])),
+})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/access/v1/evaluation", "/access/v1/evaluations"]),
+       defaults=_item, items=st.lists(_item, max_size=4), key=st.sampled_from(["pep", "portal", None]))
+def test_the_lines_written_directly_are_those_logging_writes(make_api, capsys, path, defaults, items, key):
+    """Under gunicorn our handler is the only one listening, and a request's lines are
+    written in one go, without ``logging``'s records: they must be the lines ``logging``
+    writes (times aside), for answers, refusals and batches alike."""
+    api = make_api()
+    body = defaults | {"evaluations": items} if path.endswith("evaluations") else defaults
+    headers = {"X-Request-ID": "req-same"}
+    capsys.readouterr()
+    through_logging = api.post(path, key=key, json=body, headers=headers)
+    expected = json_lines(capsys.readouterr().err)
+    with as_under_gunicorn():
+        direct = api.post(path, key=key, json=body, headers=headers)
+        written = json_lines(capsys.readouterr().err)
+    assert direct.status_code == through_logging.status_code
+    assert without_time(written) == without_time(expected)
+    assert of(written, "authz.access") and all(line["request_id"] == "req-same" for line in written)
+    assert len({line["time"] for line in written}) == 1, "one write, one instant"
+
+
+class Heard(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_the_lines_go_through_logging_when_another_handler_listens(make_api, capsys):
+    """An operator's own handler beside ours gets every record, and ours still writes each once."""
+    api = make_api()
+    heard, authz = Heard(), logging.getLogger("authz")
+    capsys.readouterr()
+    with as_under_gunicorn():
+        authz.addHandler(heard)
+        try:
+            api.post("/access/v1/evaluation", key="pep", json=question(STRANGER, "compte", DUPONT),
+                     headers={"X-Request-ID": "req-heard"})
+        finally:
+            authz.removeHandler(heard)
+        written = json_lines(capsys.readouterr().err)
+    assert [(record.name, record.request_id) for record in heard.records] == [
+        ("authz.decision", "req-heard"), ("authz.access", "req-heard")]
+    assert [line["logger"] for line in written] == ["authz.decision", "authz.access"]
+
+
+def test_a_disabled_logger_writes_nothing_directly(make_api, capsys, monkeypatch):
+    api = make_api()
+    monkeypatch.setattr(logging.getLogger("authz.decision"), "disabled", True)
+    capsys.readouterr()
+    with as_under_gunicorn():
+        api.post("/access/v1/evaluation", key="pep", json=question(STRANGER, "compte", DUPONT))
+        records = json_lines(capsys.readouterr().err)
+    assert of(records, "authz.decision") == [] and len(of(records, "authz.access")) == 1
+
+
+def test_log_all_outside_a_request_writes_what_logging_would(capsys):
+    logger = logging.getLogger("authz.test")
+    entries = [(logger, logging.INFO, "first 100%", {"n": 1}), (logger, logging.DEBUG, "quiet", {}),
+               (logger, logging.WARNING, "second", {"lines": [{"a": 1}, {"a": 2}]})]
+    with as_under_gunicorn():
+        log_all(entries)
+        direct = json_lines(capsys.readouterr().err)
+    for entry_logger, level, message, fields in entries:
+        entry_logger.log(level, message, extra=fields)
+    assert without_time(direct) == without_time(json_lines(capsys.readouterr().err))
+    assert [(line["level"], line["message"]) for line in direct] == [
+        ("INFO", "first 100%"), ("WARNING", "second"), ("WARNING", "second")]
+    assert "request_id" not in direct[0]
