@@ -65,7 +65,7 @@ from tests.reliability.soak_traffic import READS, WRITES, Lane, Tally, now
 from tests.support import throwaway_postgres
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-LOG_PROBLEMS = re.compile(r'"level": "(ERROR|CRITICAL)"|\[(ERROR|CRITICAL)\]|Traceback|WORKER TIMEOUT')
+LOG_PROBLEMS = re.compile(r'"level": ?"(ERROR|CRITICAL)"|\[(ERROR|CRITICAL)\]|Traceback|WORKER TIMEOUT')
 
 
 @dataclass

@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, text
 from tests.e2e.harness import Api
 from tests.e2e.live import stand_in
 from tests.property.reference import Reference
-from tests.reliability.soak import DEFAULT_POSTGRES_URL, Memory, Report, Settings, run
+from tests.reliability.soak import DEFAULT_POSTGRES_URL, LOG_PROBLEMS, Memory, Report, Settings, run
 from tests.reliability.soak_check import Sweep, sweep
 from tests.reliability.soak_traffic import READS, Lane, Tally
 
@@ -152,3 +152,14 @@ def test_the_report_fails_on_each_criterion(spoil, expected):
     spoil(report)
     assert len(report.failures) == 1 and expected in report.failures[0], report.failures
     assert "FAIL" in report.text()
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ('{"time":"t","level":"ERROR","logger":"authz.service"}', True),
+    ('{"time": "t", "level": "CRITICAL", "logger": "authz.service"}', True),
+    ('[2026-11-29 05:00:00 +0000] [41] [ERROR] Exception in worker process', True),
+    ('{"time":"t","level":"INFO","logger":"authz.access","message":"POST authzen.evaluation 500"}', False),
+    ('{"time":"t","level":"WARNING","logger":"authz.policy"}', False),
+])
+def test_the_soak_spots_errors_in_the_server_log(line, problem):
+    assert bool(LOG_PROBLEMS.search(line)) is problem
