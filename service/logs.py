@@ -163,14 +163,16 @@ def log_all(entries: Sequence[Entry]) -> None:
         return
     created = time.time()
     formatter: JsonLines = handler.formatter  # type: ignore[assignment]  # checked by _sole_handler
-    text = "\n".join(formatter.text(created, logging.getLevelName(level), logger.name, message,
-                                    _RequestId.with_request_id(fields))
-                     for logger, level, message, fields in wanted)
     handler.acquire()
     try:
-        handler.write(text)
-    except Exception:  # noqa: BLE001 (as logging's handlers: a line that fails never fails a request)
-        handler.handleError(logging.makeLogRecord({"name": wanted[0][0].name, "msg": text}))
+        handler.write("\n".join(formatter.text(created, logging.getLevelName(level), logger.name, message,
+                                               _RequestId.with_request_id(fields))
+                                for logger, level, message, fields in wanted))
+    except RecursionError:
+        raise
+    except Exception:  # noqa: BLE001 (as ``emit``: a line that fails never fails a request)
+        logger, _level, message, _fields = wanted[0]
+        handler.handleError(logging.makeLogRecord({"name": logger.name, "msg": message}))
     finally:
         handler.release()
 

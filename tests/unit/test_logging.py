@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from authz import tokens
 from service.app import create_app
 from service.config import ConfigError, from_env
-from service.logs import JsonLines, log_all
+from service.logs import JsonLines, _CurrentStderr, log_all
 from tests.http.conftest import SECRETS, Api, question
 from tests.support import ADMIN, CABINET, DUPONT, MANAGER, ROOT, STRANGER
 
@@ -343,3 +343,30 @@ def test_log_all_outside_a_request_writes_what_logging_would(capsys):
     assert [(line["level"], line["message"]) for line in direct] == [
         ("INFO", "first 100%"), ("WARNING", "second"), ("WARNING", "second")]
     assert "request_id" not in direct[0]
+
+
+class BrokenStderr:
+    def write(self, text: str) -> int:
+        raise OSError("stderr is gone")
+
+    def flush(self) -> None:
+        raise OSError("stderr is gone")
+
+
+def test_a_line_that_cannot_be_written_never_fails_the_request(make_api, monkeypatch):
+    """As ``logging`` does: the handler reports it (``handleError``), the answer stands."""
+    api = make_api()
+    reported, hook_failures = [], Heard()
+    monkeypatch.setattr(_CurrentStderr, "handleError", lambda handler, record: reported.append(record.name))
+    monkeypatch.setattr(sys, "stderr", BrokenStderr())
+    logging.getLogger("authz.observability").addHandler(hook_failures)
+    try:
+        with as_under_gunicorn():
+            direct = api.post("/access/v1/evaluation", key="pep", json=question(STRANGER, "compte", DUPONT))
+        through_logging = api.post("/access/v1/evaluation", key="pep", json=question(STRANGER, "compte", DUPONT))
+    finally:
+        logging.getLogger("authz.observability").removeHandler(hook_failures)
+    assert direct.status_code == through_logging.status_code == 200
+    assert direct.get_json()["decision"] is False
+    assert reported == ["authz.decision", "authz.decision", "authz.access"]  # one write, then two records
+    assert hook_failures.records == []  # the request's hook itself did not fail
