@@ -41,7 +41,12 @@ ALL_CACHED = ("Section 1's rounds with every answer cached measure, in each run,
               "two log lines off (`AUTHZ_LOG_LEVEL=WARNING`), 310-334 us and 0.71-0.87. So what keeps the ratio "
               "under 0.7 is the work each request does and the floor does not (the key and data version check, "
               "validation, two JSON log lines, the metrics), and on top of it the misses of each worker's own "
-              "cache.")
+              "cache. Since be1940e and f77629d a request's two lines are written in one go and encoded by "
+              "orjson, and a cached decision takes 929,307-931,115 instructions against 1,125,087-1,125,945 "
+              "before (callgrind, the table above and `REQUEST_PATH` below). The run of 8204ffb (2026-11-29 06:45 "
+              "UTC) was on a slower machine, where the floor answered 2,875 req/s against 6,773 in the run of "
+              "09a6854; its all-cached ratios moved from round to round by more than that saving (0.51-0.68 on "
+              "SQLite, 0.54-0.61 on PostgreSQL), so it shows no HTTP gain or loss that can be told from noise.")
 # Measured apart from this benchmark: EXPLAIN (ANALYZE, BUFFERS) of 40 fresh questions' facts per size.
 PAGE_READS = ("Growth: one question's facts touch 26-30 pages of PostgreSQL's indexes and tables at every "
               "size; on the national dataset (1 GB, against 128 MB of shared_buffers on this server) about "
@@ -479,8 +484,8 @@ def render(r: dict) -> str:
       "read into the file cache before section 4 (see Notes), so those pages come from memory. " + MISS_COST)
     w("- A warm answer needs the data version, read at most once per 5 ms lease in each worker (that check "
       "is what makes every process see a write at once, see `VERSION_LEASE_SECONDS`; one statement outside "
-      "any transaction, SQLAlchemy's Connection skipped, on PostgreSQL on a connection each worker keeps "
-      "for it outside the pool, on SQLite on a pooled driver connection; the API key is remembered per "
+      "any transaction, SQLAlchemy's Connection skipped, on a connection each worker keeps for it outside "
+      "the pool (on SQLite since 8204ffb; before, on a pooled driver connection); the API key is remembered per "
       "worker under that version; section 4's warm call comes right after the cold one, within the lease, "
       "so it makes no round trip at all). Then the body is validated with marshmallow (each worker "
       "remembers its loads of the users, rights and "
