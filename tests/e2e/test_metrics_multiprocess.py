@@ -126,11 +126,13 @@ def test_decisions_are_counted_across_workers(running):
     logged = [records[n] for n in asked if records[n]["logger"] == "authz.access"]
     assert len(logged) == evaluations
     assert {record["key"] for record in logged} == {"metrics-pep"}
-    # Each decision line comes right before its request's access line: written together.
+    # Each decision line comes right before its request's access line, with its instant:
+    # under gunicorn our handler is the only one, so the two are written in one go.
     for n in asked:
         if records[n]["logger"] == "authz.decision":
             after = records[n + 1]
             assert (after["logger"], after["request_id"]) == ("authz.access", records[n]["request_id"])
+            assert after["time"] == records[n]["time"]
             assert records[n]["decision"] == ("allow" if records[n]["subject_id"] == ADMIN else "deny")
     assert sum(records[n]["logger"] == "authz.decision" for n in asked) == evaluations
     assert keys["pep"] not in Path(server.log_path).read_text(errors="replace")
