@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authz import tokens
@@ -271,26 +271,30 @@ _item = st.fixed_dictionaries({}, optional={
 })
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(["/access/v1/evaluation", "/access/v1/evaluations"]),
-       defaults=_item, items=st.lists(_item, max_size=4), key=st.sampled_from(["pep", "portal", None]))
-def test_the_lines_written_directly_are_those_logging_writes(make_api, capsys, path, defaults, items, key):
+def test_the_lines_written_directly_are_those_logging_writes(make_api, capsys):
     """Under gunicorn our handler is the only one listening, and a request's lines are
     written in one go, without ``logging``'s records: they must be the lines ``logging``
     writes (times aside), for answers, refusals and batches alike."""
-    api = make_api()
-    body = defaults | {"evaluations": items} if path.endswith("evaluations") else defaults
-    headers = {"X-Request-ID": "req-same"}
-    capsys.readouterr()
-    through_logging = api.post(path, key=key, json=body, headers=headers)
-    expected = json_lines(capsys.readouterr().err)
-    with as_under_gunicorn():
-        direct = api.post(path, key=key, json=body, headers=headers)
-        written = json_lines(capsys.readouterr().err)
-    assert direct.status_code == through_logging.status_code
-    assert without_time(written) == without_time(expected)
-    assert of(written, "authz.access") and all(line["request_id"] == "req-same" for line in written)
-    assert len({line["time"] for line in written}) == 1, "one write, one instant"
+    api = make_api()  # one app for every example: each holds database connections
+
+    @settings(max_examples=40, deadline=None)
+    @given(path=st.sampled_from(["/access/v1/evaluation", "/access/v1/evaluations"]),
+           defaults=_item, items=st.lists(_item, max_size=4), key=st.sampled_from(["pep", "portal", None]))
+    def same_lines(path, defaults, items, key):
+        body = defaults | {"evaluations": items} if path.endswith("evaluations") else defaults
+        headers = {"X-Request-ID": "req-same"}
+        capsys.readouterr()
+        through_logging = api.post(path, key=key, json=body, headers=headers)
+        expected = json_lines(capsys.readouterr().err)
+        with as_under_gunicorn():
+            direct = api.post(path, key=key, json=body, headers=headers)
+            written = json_lines(capsys.readouterr().err)
+        assert direct.status_code == through_logging.status_code
+        assert without_time(written) == without_time(expected)
+        assert of(written, "authz.access") and all(line["request_id"] == "req-same" for line in written)
+        assert len({line["time"] for line in written}) == 1, "one write, one instant"
+
+    same_lines()
 
 
 class Heard(logging.Handler):
