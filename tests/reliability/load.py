@@ -129,6 +129,11 @@ class Load:
             thread.start()
         return self
 
+    def so_far(self) -> list[Outcome]:
+        """The calls answered until now."""
+        with self._lock:
+            return list(self.outcomes)
+
     def stop(self) -> list[Outcome]:
         self._stop.set()
         for thread in self._threads:
