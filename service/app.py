@@ -17,9 +17,9 @@ from authz.policy import PolicyAdmin, load_policy
 from authz.store import Database
 from authz.tables import utcnow
 from authz.usecases import Management
-from service import authzen, config, errors, jsontext, manage, observability, ops, policy_admin, throttle
+from service import authzen, config, errors, fastpath, jsontext, manage, observability, ops, policy_admin, throttle
+from service.http import KnownKeys, request_id
 
-REQUEST_ID_MAX = 200
 SYNCED_AT_MOST = 1024  # the app's views and hooks are a few dozen functions
 
 
@@ -53,6 +53,7 @@ class Services:
     management: Management
     decisions: Decisions
     policy_admin: PolicyAdmin
+    keys: KnownKeys
 
 
 def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = utcnow) -> Flask:
@@ -72,14 +73,12 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
         decisions=Decisions(db, policy, clock=clock, cache=AnswerCache(
             app.config["AUTHZ_DECISION_CACHE_SIZE"], app.config["AUTHZ_DECISION_CACHE_SECONDS"])),
         policy_admin=PolicyAdmin(db, policy, clock=clock, census_folder=app.config["AUTHZ_CACHE_DIR"]),
+        keys=KnownKeys(db),
     )
 
     @app.before_request
     def _request_id():
-        given = request.headers.get("X-Request-ID", "")
-        usable = given and len(given) <= REQUEST_ID_MAX and given.isprintable() and given.isascii()
-        # 128 random bits as 32 hex digits, like uuid4().hex at a third of its cost.
-        g.request_id = given if usable else secrets.token_hex(16)
+        g.request_id = request_id(request.headers.get("X-Request-ID", ""))
 
     @app.after_request
     def _echo_request_id(response):
@@ -92,12 +91,14 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
             headers.add("Cache-Control", "no-store")
         return response
 
-    if app.config["AUTHZ_TRUSTED_PROXIES"]:
-        # The guessing throttle must count clients, not the load balancer in front of them.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["AUTHZ_TRUSTED_PROXIES"])  # type: ignore[method-assign]
     errors.register(app)
     throttle.install(app)
     for blueprint in (authzen.bp, manage.bp, ops.bp, policy_admin.bp):
         app.register_blueprint(blueprint)
     observability.install(app)
+    fastpath.install(app)
+    if app.config["AUTHZ_TRUSTED_PROXIES"]:
+        # Outermost: the guessing throttle, on both paths, must count clients, not the
+        # load balancer in front of them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["AUTHZ_TRUSTED_PROXIES"])  # type: ignore[method-assign]
     return app

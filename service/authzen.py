@@ -6,6 +6,7 @@ import base64
 import binascii
 import bisect
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import ValidationError
@@ -15,6 +16,9 @@ from authz.identifiers import normalize_email
 from service import schemas
 from service.errors import ApiError
 from service.http import api_doc, json_body, load, requires, seen_version, services
+
+if TYPE_CHECKING:
+    from service.app import Services
 
 bp = Blueprint("authzen", __name__)
 
@@ -76,18 +80,29 @@ def _question(subject: dict, action: dict, resource: dict) -> tuple[str, str, st
     return normalize_email(subject["id"]), action["name"], resource["id"]
 
 
-def _pinned() -> Decisions:
+def _pinned(found: Services | None = None) -> Decisions:
     """This request's decisions, every one answered by the policy in service now: the
     ``X-Authz-Policy-Version`` header names the policy that answered, whatever reload
-    comes in between."""
-    found = services()
+    comes in between. ``found``: the app's services (``services()`` by default)."""
+    found = found or services()
     return found.decisions.under(found.policy())
 
 
-def _answers(pinned: Decisions, questions: list, stop_on: bool | None = None) -> list[dict]:
-    """Answer in order (foreign types are denied without asking), all in one batch."""
+def evaluate(found: Services, body: dict, seen: object) -> tuple[dict, Decisions]:
+    """The answer to one evaluation body, and the decisions (``_pinned``) that gave it;
+    raises ``ValidationError`` for a body the schema refuses. Needs no request context
+    (``service.fastpath`` calls it too)."""
+    item = _load_item(body)
+    pinned = _pinned(found)
+    question = _question(item["subject"], item["action"], item["resource"])
+    return _answers(pinned, [question], seen)[0], pinned
+
+
+def _answers(pinned: Decisions, questions: list, seen: object, stop_on: bool | None = None) -> list[dict]:
+    """Answer in order (foreign types are denied without asking), all in one batch;
+    ``seen``: the data version the request read (``seen_version``)."""
     asked = [question for question in questions if not isinstance(question, str)]
-    decisions = iter(pinned.decide_many(asked, seen=seen_version()) if asked else [])
+    decisions = iter(pinned.decide_many(asked, seen=seen) if asked else [])
     answers = []
     for question in questions:
         if isinstance(question, str):
@@ -114,9 +129,7 @@ def _versioned(payload: dict, pinned: Decisions):
 @api_doc("Decide one access question", body=schemas.EvaluationRequestSchema,
          response=schemas.DecisionSchema, errors=(400, 401, 403))
 def evaluation():
-    body = _load_item(json_body())
-    pinned = _pinned()
-    return _versioned(_answers(pinned, [_question(body["subject"], body["action"], body["resource"])])[0], pinned)
+    return _versioned(*evaluate(services(), json_body(), seen_version()))
 
 
 @bp.post("/access/v1/evaluations")
@@ -131,8 +144,8 @@ def evaluations():
         # The standard: without items, the call is a single evaluation of the defaults.
         defaults = {key: body[key] for key in ("subject", "action", "resource", "context") if key in body}
         single = EVALUATION.load(defaults)
-        return _versioned(_answers(pinned, [_question(single["subject"], single["action"], single["resource"])])[0],
-                          pinned)
+        question = _question(single["subject"], single["action"], single["resource"])
+        return _versioned(_answers(pinned, [question], seen_version())[0], pinned)
     limit = current_app.config["AUTHZ_MAX_EVALUATIONS"]
     if len(items) > limit:
         raise ApiError(400, "too_many_evaluations", f"at most {limit} evaluations per call",
@@ -149,8 +162,8 @@ def evaluations():
         questions.append(_question(entity["subject"], entity["action"], entity["resource"]))
     if errors:
         raise ApiError(400, "invalid_request", "some evaluations are incomplete or malformed", {"evaluations": errors})
-    return _versioned({"evaluations": _answers(pinned, questions, STOP_ON[body["options"]["evaluations_semantic"]])},
-                      pinned)
+    stop_on = STOP_ON[body["options"]["evaluations_semantic"]]
+    return _versioned({"evaluations": _answers(pinned, questions, seen_version(), stop_on)}, pinned)
 
 
 # ---- searches --------------------------------------------------------------------------

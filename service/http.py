@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Callable
 from functools import cache, wraps
 
@@ -15,6 +16,7 @@ from authz.audit import Context
 from authz.decisions import UNREAD
 from authz.errors import NotFound
 from authz.identifiers import is_email, normalize_email
+from authz.store import Database
 from service.errors import ApiError
 
 
@@ -89,6 +91,7 @@ def _instance(schema: type[Schema]) -> Schema:
     return schema()
 
 
+REQUEST_ID_MAX = 200
 _LINK_ID = re.compile(r"[0-9a-f]{24}")
 
 
@@ -99,33 +102,47 @@ def link_id(value: str) -> str:
     return value
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
+def request_id(given: str) -> str:
+    """The caller's X-Request-ID if it is short printable ASCII, else a new one."""
+    if given and len(given) <= REQUEST_ID_MAX and given.isprintable() and given.isascii():
+        return given
+    return secrets.token_hex(16)  # 128 random bits as 32 hex digits, like uuid4().hex at a third of its cost
+
+
+def bearer_secret(header: str) -> str | None:
+    """The secret of an ``Authorization: Bearer <secret>`` header, or None."""
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         return None
     return credentials.strip()
 
 
-def _known_key(digest: str) -> model.ApiKey | None:
-    """The API key with this digest, remembered while the data version stays the same
-    (creating or revoking a key bumps it, so a revoked key fails at once).
+class KnownKeys:
+    """The API keys met, remembered while the data version stays the same (creating or
+    revoking a key bumps it, so a revoked key fails at once)."""
 
-    The data version read here is the request's (``seen_version``): decisions answered
-    from the cache under it need no other read."""
-    extensions = current_app.extensions
-    known = extensions.setdefault("authz_keys", {"version": None, "keys": {}})
-    db = extensions["authz"].db
-    version = g.data_version = db.data_version()
-    if version is None or version != known["version"]:
-        known["version"], known["keys"] = version, {}
-    key = known["keys"].get(digest)
-    if key is None:
-        with db.reading() as tx:
-            key = tx.api_key_by_hash(digest)
-        if key is not None and version is not None and len(known["keys"]) < 1000:
-            known["keys"][digest] = key  # only real keys: guesses must not fill it
-    return key
+    LIMIT = 1000  # only real keys are remembered: guesses must not fill it
+
+    def __init__(self, db: Database):
+        self._db = db
+        self._version: int | None = None
+        self._keys: dict[str, model.ApiKey] = {}
+
+    def find(self, digest: str) -> tuple[model.ApiKey | None, int | None]:
+        """The key with this digest, and the data version read to check it: the request's
+        version (``seen_version``), under which decisions answered from the cache need no
+        other read."""
+        version = self._db.data_version()
+        if version is None or version != self._version:
+            self._version, self._keys = version, {}
+        keys = self._keys
+        key = keys.get(digest)
+        if key is None:
+            with self._db.reading() as tx:
+                key = tx.api_key_by_hash(digest)
+            if key is not None and version is not None and len(keys) < self.LIMIT:
+                keys[digest] = key
+        return key, version
 
 
 def seen_version() -> object:
@@ -139,8 +156,10 @@ def requires(area: str) -> Callable:
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def guarded(*args, **kwargs):
-            secret = _bearer()
-            key = _known_key(tokens.digest(secret)) if secret else None
+            secret = bearer_secret(request.headers.get("Authorization", ""))
+            key = None
+            if secret:
+                key, g.data_version = services().keys.find(tokens.digest(secret))
             if key is None:
                 raise ApiError(
                     401, "unauthenticated", "a valid API key is needed: Authorization: Bearer <key>",

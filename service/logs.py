@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 
 from flask import g, has_request_context
 
@@ -77,16 +78,33 @@ class _RequestId(logging.Filter):
     """Give every line logged while answering a request that request's id."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id") and has_request_context():
-            record.request_id = g.get("request_id")
+        if not hasattr(record, "request_id"):
+            found = _current_request_id()
+            if found is not _NONE:
+                record.request_id = found
         return True
 
     @staticmethod
     def with_request_id(fields: dict) -> dict:
         """``fields`` as ``filter`` leaves a record of them."""
-        if "request_id" in fields or not has_request_context():
+        if "request_id" in fields:
             return fields
-        return fields | {"request_id": g.get("request_id")}
+        found = _current_request_id()
+        return fields if found is _NONE else fields | {"request_id": found}
+
+
+_NONE = object()
+# The id of the request being answered outside Flask's request context (service.fastpath).
+REQUEST_ID: ContextVar[str | None] = ContextVar("authz_request_id", default=None)
+
+
+def _current_request_id() -> object:
+    """The id of the request being answered (None if it has none yet), or ``_NONE``
+    outside any request."""
+    if has_request_context():
+        return g.get("request_id")
+    found = REQUEST_ID.get()
+    return _NONE if found is None else found
 
 
 class _CurrentStderr(logging.StreamHandler):

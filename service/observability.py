@@ -158,36 +158,39 @@ def _finished(response: Response) -> Response:
     started = g.pop("observability_started", None)
     elapsed = time.perf_counter() - started if started is not None else 0.0
     try:
-        _record(response, elapsed)
+        # The request and its ``g`` once, rather than through their proxies at every use.
+        asked, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+        status = response.status_code
+        key = state.get("api_key")
+        record(current_app, asked.endpoint or UNMATCHED, asked.method, status, elapsed,
+               key.name if key is not None else None, state.get("request_id"),
+               state.get("answered"), state.get("json_body"),
+               store_unavailable=status == 503 and _error_code(response) == StoreUnavailable.code)
     except Exception:
         log.exception("could not record the request's metrics or log")
     return response
 
 
-def _record(response: Response, elapsed: float) -> None:
-    metrics: Metrics = current_app.extensions[EXTENSION]
-    # The request and its ``g`` once, rather than through their proxies at every use.
-    asked, state = request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
-    endpoint = asked.endpoint or UNMATCHED
-    status = response.status_code
+def record(app: Flask, endpoint: str, method: str, status: int, elapsed: float, key: str | None,
+           request_id: str | None, answered: dict | None, body: object, store_unavailable: bool = False) -> None:
+    """Count a finished request in the metrics and write its log lines. ``answered``: the
+    payload a view answered with (service/authzen.py keeps it), not the response body
+    parsed again; ``body``: the request's parsed JSON body, whose questions the decision
+    lines name. Needs no request context (``service.fastpath`` calls it too)."""
+    metrics: Metrics = app.extensions[EXTENSION]
     metrics.child(metrics.latency, endpoint, str(status)).observe(elapsed)
     metrics.count_answer_lookups()
-    if status == 503 and _error_code(response) == StoreUnavailable.code:
+    if store_unavailable:
         metrics.database_errors.inc()
-    key = state.get("api_key")
-    caller = {"request_id": state.get("request_id"), "key": key.name if key is not None else None,
-              "endpoint": endpoint}
-    # The payload a view answered with (service/authzen.py keeps it), not the response
-    # body parsed again.
-    answered = state.get("answered") or {}
+    caller = {"request_id": request_id, "key": key, "endpoint": endpoint}
+    answered = answered or {}
     entries: list[Entry] = []
     if status == 200 and endpoint in DECISION_ENDPOINTS:
-        entries += _decisions(metrics, caller, answered, state.get("json_body"))
+        entries += _decisions(metrics, caller, answered, body, app.config["AUTHZ_DECISION_LOG_LEVEL"])
     elif status == 200 and endpoint in SEARCH_KINDS:
         page = answered.get("page") or {}
         if isinstance(page.get("total"), int):
             metrics.search_results.labels(SEARCH_KINDS[endpoint]).observe(page["total"])
-    method = asked.method
     entries.append((access_log, logging.INFO, f"{method} {endpoint} {status}", caller | {
         "method": method, "status": status, "latency_ms": round(elapsed * 1000, 3)}))
     log_all(entries)
@@ -199,7 +202,7 @@ def _error_code(response: Response) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
-def _decisions(metrics: Metrics, caller: dict, payload: dict, body) -> list[Entry]:
+def _decisions(metrics: Metrics, caller: dict, payload: dict, body, level: int) -> list[Entry]:
     """Count every decision of an evaluation answer (one, or one per item); return the
     record that logs them, if their level is enabled."""
     endpoint = caller["endpoint"]
@@ -208,7 +211,6 @@ def _decisions(metrics: Metrics, caller: dict, payload: dict, body) -> list[Entr
     for outcome, count in (("allow", allowed), ("deny", len(answers) - allowed)):
         if count:
             metrics.child(metrics.decisions, endpoint, outcome).inc(count)
-    level = current_app.config["AUTHZ_DECISION_LOG_LEVEL"]
     if not decision_log.isEnabledFor(level):
         return []
     # Answers follow the questions in order; a batch may stop early (evaluations_semantic).
