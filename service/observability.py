@@ -1,8 +1,9 @@
 """Observability: Prometheus metrics at ``/metrics`` and JSON log lines.
 
-Everything is recorded from two request hooks that read the finished request, its
-response, and what the request left in ``g`` (its parsed body, the payload answered), so
-the views carry no metric or logging code:
+Everything is recorded by ``record``, from two request hooks that read the finished
+request, its response, and what the request left in ``g`` (its parsed body, the payload
+answered), so the views carry no metric or logging code; ``service.fastpath`` calls
+``record`` with the same facts for the evaluations it answers:
 
 * one log line per request (request id, caller key name, endpoint, method, status,
   latency) on the ``authz.access`` logger, and one per decision (subject id, action,
