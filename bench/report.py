@@ -81,8 +81,25 @@ REQUEST_PATH = ("What the request path costs, counted with `bench/instructions.p
                 "2026-11-29: 1,125,945 at dcd521f; 1,022,532 once a request's log lines are written in one go "
                 "when our handler is the only one listening, without a `LogRecord` each, and the metrics' label "
                 "look-ups are remembered (be1940e); 929,307 once responses and log lines are written by orjson "
-                "(f77629d); the floor 468,239. The floor / service ratio in process (0.50 now, 0.42 before) is "
-                "below the HTTP ratio because gunicorn, the sockets and the kernel cost both apps the same.")
+                "(f77629d); the floor 468,239. Then 338,456 with the fast path (bb6cd60, above): in process the "
+                "service now takes fewer instructions than the floor app, and the HTTP ratio is below the "
+                "in-process one because gunicorn, the sockets and the kernel cost both apps the same.")
+# Measured with bench/instructions.py apart from this benchmark, and read off the run of bb6cd60.
+FAST_PATH = ("Since bb6cd60, `service/fastpath.py` answers a plain `POST /access/v1/evaluation` (a JSON body of "
+             "at most 4 KB, a known key whose role may decide, an address the guessing throttle is not "
+             "watching, a body the schema accepts) without Flask's request machinery (the request context, "
+             "routing, hooks, the response object). The same functions as the view and the hooks check the "
+             "key, answer, write the JSON, the metrics and the log lines; any other request, or any exception, "
+             "goes to Flask whole (`tests/http/test_fastpath.py` checks, on generated requests, that both "
+             "paths give the same status, headers, body, log lines and metrics). In process, a cached decision "
+             "went from 931,960 to 338,456 instructions (the floor app, still through Flask: 470,262) and a pair "
+             "never met from 2,467,723 to 1,874,795 (callgrind, `bench/instructions.py`, 2026-11-29). In the run "
+             "of bb6cd60 (09:22 UTC), the all-cached rounds gave 0.76-1.16 of the floor: a cached answer costs "
+             "about what the floor's constant costs. The stream's rounds gave 0.68, 0.79 and 0.80 on SQLite, "
+             "0.55, 0.66 and 0.83 on PostgreSQL, rising as each worker's misses fall (PostgreSQL: 9,561, 5,450 "
+             "and 3,806 per round). What keeps PostgreSQL's median at 0.66, 6% short of 0.7, is those misses: a "
+             "pair a worker meets for the first time costs a read of its facts, a round trip whose query "
+             "PostgreSQL runs on the same two cores as the workers and wrk, where a hit reads nothing.")
 # Measured apart from this benchmark, which has no switch for the decision log.
 LOG_COST = ("The decisions of a call are one log record, written one line each (88b145c): a record costs "
             "about 26 us through `logging` on this machine, and one record per item had been more than half "
@@ -505,6 +522,7 @@ def render(r: dict) -> str:
       "registration arm (their links prove it), and each worker freezes what it built at start out of the "
       "garbage collector's passes (`gc.freeze`), which otherwise walked it again and again while the "
       "search built its 13,937 entries.")
+    w("- " + FAST_PATH)
     w("- " + CPU_SHARE + " " + ALL_CACHED)
     w("- " + REQUEST_PATH)
     w("- " + PAGE_READS)
