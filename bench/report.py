@@ -84,7 +84,7 @@ REQUEST_PATH = ("What the request path costs, counted with `bench/instructions.p
                 "(f77629d); the floor 468,239. Then 338,456 with the fast path (bb6cd60, above): in process the "
                 "service now takes fewer instructions than the floor app, and the HTTP ratio is below the "
                 "in-process one because gunicorn, the sockets and the kernel cost both apps the same.")
-# Measured with bench/instructions.py apart from this benchmark, and read off the run of bb6cd60.
+# Measured with bench/instructions.py and in process apart from this benchmark; read off two runs.
 FAST_PATH = ("Since bb6cd60, `service/fastpath.py` answers a plain `POST /access/v1/evaluation` (a JSON body of "
              "at most 4 KB, a known key whose role may decide, an address the guessing throttle is not "
              "watching, a body the schema accepts) without Flask's request machinery (the request context, "
@@ -93,13 +93,17 @@ FAST_PATH = ("Since bb6cd60, `service/fastpath.py` answers a plain `POST /access
              "goes to Flask whole (`tests/http/test_fastpath.py` checks, on generated requests, that both "
              "paths give the same status, headers, body, log lines and metrics). In process, a cached decision "
              "went from 931,960 to 338,456 instructions (the floor app, still through Flask: 470,262) and a pair "
-             "never met from 2,467,723 to 1,874,795 (callgrind, `bench/instructions.py`, 2026-11-29). In the run "
-             "of bb6cd60 (09:22 UTC), the all-cached rounds gave 0.76-1.16 of the floor: a cached answer costs "
-             "about what the floor's constant costs. The stream's rounds gave 0.68, 0.79 and 0.80 on SQLite, "
-             "0.55, 0.66 and 0.83 on PostgreSQL, rising as each worker's misses fall (PostgreSQL: 9,561, 5,450 "
-             "and 3,806 per round). What keeps PostgreSQL's median at 0.66, 6% short of 0.7, is those misses: a "
-             "pair a worker meets for the first time costs a read of its facts, a round trip whose query "
-             "PostgreSQL runs on the same two cores as the workers and wrk, where a hit reads nothing.")
+             "never met from 2,467,723 to 1,874,795 (callgrind, `bench/instructions.py`, 2026-11-29). Two runs of "
+             "this code on 2026-11-29 (bb6cd60 at 09:22 UTC, 85950b8 at 09:51, which changed only the report): "
+             "the all-cached rounds gave 0.76-1.16 and 0.79-1.13 of the floor, so a cached answer costs about "
+             "what the floor's constant costs. The stream's medians were 0.76 and 0.84 on SQLite, 0.66 and 0.62 "
+             "on PostgreSQL, whose rounds went 0.55, 0.66, 0.83 and 0.49, 0.62, 0.97, rising as each worker's "
+             "misses fell (9,561, 5,450, 3,806 per round in the first run). What keeps PostgreSQL under 0.7 is "
+             "those misses: a pair a worker meets for the first time costs a read of its facts, a round trip "
+             "whose query PostgreSQL runs on the same two cores as the workers and wrk, and on the worker's "
+             "side the driver's work. In process (PostgreSQL national, 2,000 pairs after 6,000 others, "
+             "2026-11-29), a miss took 750-840 us of CPU against 100-150 us for a hit; on SQLite 566 us "
+             "against 104 us.")
 # Measured apart from this benchmark, which has no switch for the decision log.
 LOG_COST = ("The decisions of a call are one log record, written one line each (88b145c): a record costs "
             "about 26 us through `logging` on this machine, and one record per item had been more than half "
