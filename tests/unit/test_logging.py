@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from authz import tokens
 from service.app import create_app
 from service.config import ConfigError, from_env
-from service.logs import JsonLines, _CurrentStderr, log_all
+from service.logs import REQUEST_ID, JsonLines, _CurrentStderr, configure_logging, log_all
 from tests.http.conftest import SECRETS, Api, question
 from tests.support import ADMIN, CABINET, DUPONT, MANAGER, ROOT, STRANGER
 
@@ -335,6 +335,7 @@ def test_a_disabled_logger_writes_nothing_directly(make_api, capsys, monkeypatch
 
 
 def test_log_all_outside_a_request_writes_what_logging_would(capsys):
+    configure_logging(logging.INFO)  # as an app would (the test may run first)
     logger = logging.getLogger("authz.test")
     entries = [(logger, logging.INFO, "first 100%", {"n": 1}), (logger, logging.DEBUG, "quiet", {}),
                (logger, logging.WARNING, "second", {"lines": [{"a": 1}, {"a": 2}]})]
@@ -347,6 +348,24 @@ def test_log_all_outside_a_request_writes_what_logging_would(capsys):
     assert [(line["level"], line["message"]) for line in direct] == [
         ("INFO", "first 100%"), ("WARNING", "second"), ("WARNING", "second")]
     assert "request_id" not in direct[0]
+
+
+def test_a_line_logged_while_the_fast_path_answers_carries_its_request_id(capsys):
+    """service.fastpath answers outside Flask's request context: the id it sets in
+    ``REQUEST_ID`` is what a line logged meanwhile carries, and only meanwhile."""
+    configure_logging(logging.INFO)
+    logger = logging.getLogger("authz.test")
+    token = REQUEST_ID.set("fast-1")
+    try:
+        logger.warning("during")
+        with as_under_gunicorn():
+            log_all([(logger, logging.INFO, "written directly", {})])
+    finally:
+        REQUEST_ID.reset(token)
+    logger.warning("after")
+    lines = json_lines(capsys.readouterr().err)
+    assert [(line["message"], line.get("request_id")) for line in lines] == [
+        ("during", "fast-1"), ("written directly", "fast-1"), ("after", None)]
 
 
 class BrokenStderr:
