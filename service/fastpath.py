@@ -118,7 +118,10 @@ class FastEvaluation:
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
             return self.flask_wsgi(environ, start_response)
         started = time.perf_counter()
-        raw = self._body(environ)
+        try:
+            raw = self._body(environ)
+        except Exception:  # noqa: BLE001 - reading failed (the client went away, say): Flask reads what is left
+            return self.flask_wsgi(environ, start_response)
         answer = None
         if raw is not None:
             environ["wsgi.input"] = io.BytesIO(raw)  # for Flask, if the answer is not ours
