@@ -11,9 +11,9 @@ The plain case: POST to exactly that path; an ``application/json`` body of a kno
 length, at most ``BODY_AT_MOST`` bytes; an address the guessing throttle is not
 watching; a known API key whose role may decide; a JSON object without ``\\u`` escapes
 that the schema accepts. Anything else, or any exception while answering (a database
-error, say), hands the request to the Flask app, the body already read handed on with
-it: there the very same request is answered as if the fast path did not exist, with its
-4xx or 503. So the fast path only ever answers 200, with a decision made by
+error, say; one the app would not raise is also logged), hands the request to the Flask
+app, the body already read handed on with it: there the very same request is answered
+as if the fast path did not exist, with its 4xx or 503. So the fast path only ever answers 200, with a decision made by
 ``authzen.evaluate``, as the view would.
 
 What the app's hooks and the view do for this request, it does with the same functions:
@@ -35,9 +35,11 @@ import time
 from collections.abc import Callable, Iterable
 
 from flask import Flask
+from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from authz import tokens
+from authz.errors import AuthzError
 from service import authzen, jsontext, logs, observability
 from service.http import bearer_secret, request_id
 
@@ -62,6 +64,10 @@ HOOKS = {
     "url_value_preprocessor": [],
     "teardown_appcontext": [],
 }
+
+# What a request the app refuses raises on the way: a body that is not JSON or not UTF-8
+# (ValueError), nested too deeply, refused by the schema; the store or the policy failing.
+REFUSALS = (ValueError, RecursionError, ValidationError, AuthzError)
 
 log = logging.getLogger("authz.fastpath")
 
@@ -127,7 +133,12 @@ class FastEvaluation:
             environ["wsgi.input"] = io.BytesIO(raw)  # for Flask, if the answer is not ours
             try:
                 answer = self._answer(environ, raw, started)
-            except Exception:  # noqa: BLE001 - Flask answers it again, with its errors
+            except REFUSALS:
+                answer = None  # Flask answers it again, with its 4xx or 503
+            except Exception:
+                # Flask still answers right; but a fault of the fast path's own must not
+                # hide as a slower service.
+                log.exception("the evaluation fast path failed; Flask answers the request")
                 answer = None
         if answer is None:
             return self.flask_wsgi(environ, start_response)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from service import fastpath
+from service import fastpath, observability
 from service.app import create_app
 from service.fastpath import FastEvaluation
 from service.logs import LINES
@@ -168,7 +168,7 @@ class Lines(logging.Handler):
 def _samples(app) -> dict:
     """The counters and histogram counts a request moves, but the answer cache's (the
     second of two same questions is a hit)."""
-    registry = app.extensions[fastpath.observability.EXTENSION].registry
+    registry = app.extensions[observability.EXTENSION].registry
     return {(metric.name, sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for metric in registry.collect() if metric.name != "authz_answer_cache_lookups"
             for sample in metric.samples if sample.name.endswith(("_total", "_count"))}
@@ -261,3 +261,14 @@ def test_a_database_error_on_the_fast_path_is_answered_by_flask_with_503(app, ke
                                      headers={"Authorization": f"Bearer {keys['pep']}"})
     assert_error(refused, 503, code="store_unavailable")
     assert refused.headers["Retry-After"] == "1"
+
+
+def test_a_fault_of_the_fast_path_is_logged_and_flask_answers(api: Api, story, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise TypeError("a bug of the fast path's own")
+
+    monkeypatch.setattr(fastpath, "request_id", broken)  # the fast path's own name for it; the hook keeps its own
+    answered = api.post(EVALUATION, key="pep", json=question(ADMIN, "compte", DUPONT))
+    assert answered.status_code == 200 and answered.get_json()["decision"] is True
+    assert [r.getMessage() for r in caplog.records if r.name == "authz.fastpath"] == [
+        "the evaluation fast path failed; Flask answers the request"]
