@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from authz import model
 from authz.answers import AnswerCache, Entry, Found, horizon
 from authz.engine import Engine, preferred_rule
+from authz.shared_facts import SharedFacts
 from authz.store import Database, Tx
 from authz.tables import utcnow
 
@@ -61,17 +62,19 @@ class Decisions:
         policy: Callable[[], Engine],
         clock: Callable[[], datetime] = utcnow,
         cache: AnswerCache | None = None,
+        shared: SharedFacts | None = None,
     ):
         self.db = db
         self.policy = policy
         self.clock = clock
         self.cache = cache if cache is not None else AnswerCache()
+        self.shared = shared
 
     def under(self, engine: Engine) -> Decisions:
-        """These decisions, with the same store and cache, every one answered by ``engine``:
+        """These decisions, with the same store and caches, every one answered by ``engine``:
         a caller that reports the policy version beside its answers pins the policy, so
         that a reload in between cannot make the version name another policy."""
-        return Decisions(self.db, lambda: engine, self.clock, self.cache)
+        return Decisions(self.db, lambda: engine, self.clock, self.cache, self.shared)
 
     @contextmanager
     def _reading(self, engine: Engine, seen: object) -> Iterator[tuple[_Reading, tuple]]:
@@ -84,12 +87,18 @@ class Decisions:
 
     def _entries(self, reading: _Reading, generation: tuple, pairs: Iterable[Pair], now: float,
                  search: bool = False) -> dict[Pair, Entry]:
-        """The cache entry of every pair; the missing ones loaded together, in one query
-        (``search``: a search's candidates, see ``Tx.decision_facts``)."""
+        """The cache entry of every pair; the missing ones taken from the facts other
+        workers read (``shared``, decisions only) where still true, the others loaded
+        together, in one query (``search``: a search's candidates, see
+        ``Tx.decision_facts``). A search's thousands of candidates are not shared: looking
+        each up would cost more than the one query."""
+        shared = None if search else self.shared
         found: dict[Pair, Entry] = {}
         missing: list[Pair] = []
         for pair in dict.fromkeys(pairs):
             entry = self.cache.get(pair, now)
+            if entry is None and shared is not None:
+                entry = self._from_shared(shared, pair, now, generation)
             if entry is None:
                 missing.append(pair)
             else:
@@ -102,7 +111,22 @@ class Decisions:
             entry = found[(email, siret)] = Entry(user, company, horizon(company, now, self.cache.max_age),
                                                   registered, pending)
             self.cache.put((email, siret), entry, generation)
+            if shared is not None and type(reading.version) is int:
+                shared.put(email, siret, reading.version, entry.valid_until, (user, company, registered, pending))
         return found
+
+    def _from_shared(self, shared: SharedFacts, pair: Pair, now: float, generation: tuple) -> Entry | None:
+        """An entry from the facts another worker read, if this cache knows they still hold."""
+        held = shared.get(pair[0], pair[1], now)
+        if held is None:
+            return None
+        version, valid_until, (user, company, registered, pending) = held
+        if not self.cache.fresh(pair, version):
+            return None
+        self.cache.count_shared()
+        entry = Entry(user, company, valid_until, registered, pending)
+        self.cache.put(pair, entry, generation)
+        return entry
 
     def decide(self, email: str, right: str, siret: str, seen: object = UNREAD) -> model.Decision:
         """Answer one question, with the rule that allowed or the reason it denied."""

@@ -286,11 +286,12 @@ def install_key(url: str, name: str = BENCH_KEY, role: str = "pep") -> str:
 
 
 def answer_lookups(port: int, admin_key: str) -> dict[str, float]:
-    """The service's answer cache hits and misses so far, summed over its workers (/metrics)."""
+    """The service's answer cache lookups so far by result (hit, shared, miss), summed over
+    its workers (/metrics)."""
     status, raw = http.request(port, "GET", "/metrics", token=admin_key)
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}")
-    found = {"hit": 0.0, "miss": 0.0}
+    found = {"hit": 0.0, "shared": 0.0, "miss": 0.0}
     for family in text_string_to_metric_families(raw.decode()):
         for sample in family.samples:
             if sample.name == "authz_answer_cache_lookups_total":
@@ -400,6 +401,11 @@ class _Writer(threading.Thread):
         self.db.dispose()
 
 
+def _lookups_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {f"cache_{name}": after[result] - before[result]
+            for name, result in (("hits", "hit"), ("shared", "shared"), ("misses", "miss"))}
+
+
 def evaluation_under_writes(url: str, service: http.Server, key: str, admin_key: str, files: dict,
                             plan: Plan) -> dict:
     """The stream again, without writes then with them: what a steady flow of changes costs
@@ -417,8 +423,7 @@ def evaluation_under_writes(url: str, service: http.Server, key: str, admin_key:
             if writer is not None:
                 writer.stop()
         after = answer_lookups(service.port, admin_key)
-        runs[name] = asdict(found) | {"rps": found.rps, "cache_hits": after["hit"] - lookups["hit"],
-                                      "cache_misses": after["miss"] - lookups["miss"],
+        runs[name] = asdict(found) | {"rps": found.rps, **_lookups_between(lookups, after),
                                       "writes": writer.writes if writer is not None else 0}
         say(f"evaluation {name} writes: {found.rps:.0f} req/s p99 {found.p99_ms:.1f} ms, "
             f"{runs[name]['writes']} writes, answer cache misses {runs[name]['cache_misses']:.0f}")
@@ -439,7 +444,7 @@ def evaluation_rounds(what: str, floor: http.Server, service: http.Server, bodie
             extra = {"worker_cpu_us": (server.worker_cpu_seconds() - cpu) * 1e6 / max(found.requests, 1)}
             if lookups is not None:
                 after = answer_lookups(service.port, admin_key)
-                extra |= {"cache_hits": after["hit"] - lookups["hit"], "cache_misses": after["miss"] - lookups["miss"]}
+                extra |= _lookups_between(lookups, after)
             runs[name].append(asdict(found) | {"rps": found.rps} | extra)
             say(f"{what} {name} round {round_ + 1}: {found.rps:.0f} req/s "
                 f"p50 {found.p50_ms:.1f} ms p99 {found.p99_ms:.1f} ms errors {found.errors}, "

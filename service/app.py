@@ -14,6 +14,7 @@ from authz.answers import AnswerCache
 from authz.decisions import Decisions
 from authz.engine import LoadedPolicy
 from authz.policy import PolicyAdmin, load_policy
+from authz.shared_facts import SharedFacts
 from authz.store import Database
 from authz.tables import utcnow
 from authz.usecases import Management
@@ -56,6 +57,13 @@ class Services:
     keys: KnownKeys
 
 
+def _shared_facts(settings) -> SharedFacts | None:
+    """The facts file this server's workers share (``authz serve`` names one), unless
+    answers are not cached at all."""
+    path, size = settings["AUTHZ_SHARED_FACTS"], settings["AUTHZ_DECISION_CACHE_SIZE"]
+    return SharedFacts(path, slots=size) if path and size else None
+
+
 def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = utcnow) -> Flask:
     """Build the app: settings from the environment, then ``overrides`` (tests)."""
     app = _App(__name__)
@@ -71,7 +79,8 @@ def create_app(overrides: dict | None = None, clock: Callable[[], datetime] = ut
         policy=policy,
         management=Management(db, policy, clock=clock, activation_ttl=app.config["AUTHZ_ACTIVATION_TTL"]),
         decisions=Decisions(db, policy, clock=clock, cache=AnswerCache(
-            app.config["AUTHZ_DECISION_CACHE_SIZE"], app.config["AUTHZ_DECISION_CACHE_SECONDS"])),
+            app.config["AUTHZ_DECISION_CACHE_SIZE"], app.config["AUTHZ_DECISION_CACHE_SECONDS"]),
+            shared=_shared_facts(app.config)),
         policy_admin=PolicyAdmin(db, policy, clock=clock, census_folder=app.config["AUTHZ_CACHE_DIR"]),
         keys=KnownKeys(db),
     )

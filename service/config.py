@@ -111,6 +111,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # so a full cache holds about 35 MiB per worker at the default (RELIABILITY.md, Soak).
         "AUTHZ_DECISION_CACHE_SIZE": _int(env, "AUTHZ_DECISION_CACHE_SIZE", 50_000, minimum=0),
         "AUTHZ_DECISION_CACHE_SECONDS": _int(env, "AUTHZ_DECISION_CACHE_SECONDS", 300, minimum=1),
+        # The file where the workers of one server share the facts they read (authz/shared_facts.py):
+        # `authz serve` makes one for each run; empty, each worker reads its own.
+        "AUTHZ_SHARED_FACTS": env.get("AUTHZ_SHARED_FACTS") or None,
         # Proxies in front of the service (load balancers) whose X-Forwarded-For names the client.
         "AUTHZ_TRUSTED_PROXIES": _int(env, "AUTHZ_TRUSTED_PROXIES", 0, minimum=0),
         # Wrong API keys or activation links one address may send per window before a 429 (0: off).

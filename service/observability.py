@@ -98,7 +98,8 @@ class Metrics:
         )
         self.answer_lookups = Counter(
             "authz_answer_cache_lookups", "Lookups of a (user, company) in a worker's answer cache, by result: one "
-            "per question of a decision, one per candidate of a search", ["result"], registry=self.registry,
+            "per question of a decision, one per candidate of a search; hit (the worker's cache), shared (facts "
+            "another worker read), miss (read from the database)", ["result"], registry=self.registry,
         )
         self.database_errors = Counter(
             "authz_database_errors", "Requests refused with 503 because the database was unavailable",
@@ -112,6 +113,7 @@ class Metrics:
         for kind in SEARCH_KINDS.values():
             self.search_results.labels(kind)
         self._hits, self._misses = self.answer_lookups.labels("hit"), self.answer_lookups.labels("miss")
+        self._shared = self.answer_lookups.labels("shared")
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
 
     def child(self, metric: M, *labels: str) -> M:
@@ -126,11 +128,13 @@ class Metrics:
     def count_answer_lookups(self) -> None:
         """Add the lookups the cache counted since the last call: a plain count in the cache
         costs less than a metric's increment at every lookup."""
-        hits, misses = self.answers.take_counts()
+        hits, misses, shared = self.answers.take_counts()
         if hits:
             self._hits.inc(hits)
         if misses:
             self._misses.inc(misses)
+        if shared:
+            self._shared.inc(shared)
 
     def exposition(self) -> bytes:
         if not self.multiprocess:

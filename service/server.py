@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
@@ -14,6 +15,8 @@ from gunicorn.app.base import BaseApplication
 # and /metrics adds them up. prometheus_client reads it when first imported, so it is set
 # in the master before any worker forks (the master itself never imports the app).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The facts file the workers share (``authz.shared_facts``), made by ``run`` for each run.
+SHARED_FACTS_ENV = "AUTHZ_SHARED_FACTS"
 
 
 def options(host: str, port: int, workers: int) -> dict:
@@ -74,13 +77,30 @@ def _child_exit(server, worker) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def _shared_facts_folder() -> str:
+    """A folder only this user can open: in TMPDIR if it is set, else in memory where the
+    system has a place for it (/dev/shm), else in the usual temporary folder."""
+    memory = Path("/dev/shm")
+    in_memory = not os.environ.get("TMPDIR") and memory.is_dir() and os.access(memory, os.W_OK)
+    return tempfile.mkdtemp(prefix="authz-facts-", dir=memory if in_memory else None)
+
+
 def run(host: str, port: int, workers: int) -> None:
     master = os.getpid()
     # Fresh for each run: samples left by an earlier server would be added to this one's.
     metrics_dir = tempfile.mkdtemp(prefix="authz-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
+    # Fresh for each run too: the facts of another server (or another database) must never be
+    # taken. With one worker there is nothing to share.
+    facts_dir = _shared_facts_folder() if workers > 1 else None
+    if facts_dir is not None:
+        os.environ[SHARED_FACTS_ENV] = str(Path(facts_dir) / "facts.sqlite3")
+    else:
+        os.environ.pop(SHARED_FACTS_ENV, None)
     try:
         Gunicorn(options(host, port, workers) | {"child_exit": _child_exit}, _service_app).run()
     finally:
-        if os.getpid() == master:  # a worker leaving through here must not remove it
+        if os.getpid() == master:  # a worker leaving through here must not remove them
             shutil.rmtree(metrics_dir, ignore_errors=True)
+            if facts_dir is not None:
+                shutil.rmtree(facts_dir, ignore_errors=True)

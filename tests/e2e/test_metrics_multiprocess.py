@@ -146,3 +146,32 @@ def test_metrics_need_an_admin_key_on_the_server(running):
     assert Api(server.base_url).get("/metrics").status == 401
     assert Api(server.base_url, keys["pep"]).get("/metrics").status == 403
     assert "authz_decisions_total" in scrape(server, keys["admin"])
+
+
+def answer_lookups(text: str) -> dict[str, float]:
+    lookups = totals(text)["authz_answer_cache_lookups_total"]
+    return {dict(labels)["result"]: value for labels, value in lookups.items()}
+
+
+def test_a_pair_is_read_from_the_database_once_whichever_worker_meets_it(running):
+    """The second worker to meet a (user, company) takes the facts the first one read
+    (``authz.shared_facts``), and the server removes the file they share when it stops."""
+    server, keys, tmp = running
+    (folder,) = metrics_dirs(tmp)
+    assert len(wait_for_worker_files(folder, 2)) == 2
+    (facts_folder,) = tmp.glob("authz-facts-*")
+    portal, pep = Api(server.base_url, keys["portal"]), Api(server.base_url, keys["pep"])
+    assert portal.post("/v1/companies", {"siret": COMPANY, "name": "Faits SA", "admin_email": ADMIN}).status == 201
+    assert pep.decide(ADMIN, "compte", COMPANY)  # one worker reads the pair's facts
+    evaluations = 1
+    with ThreadPoolExecutor(max_workers=8) as pool:  # until the other worker has answered too
+        while not all(decided_per_worker(folder)) and evaluations < ROUND * MAX_ROUNDS:
+            assert all(pool.map(lambda _: pep.decide(ADMIN, "compte", COMPANY), range(ROUND)))
+            evaluations += ROUND
+    assert all(decided_per_worker(folder)), f"one worker answered all {evaluations}"
+
+    lookups = answer_lookups(scrape(server, keys["admin"]))
+    assert lookups == {"miss": 1, "shared": 1, "hit": evaluations - 2}, lookups
+
+    server.stop()
+    assert not facts_folder.exists(), "the server removes the facts file its workers shared when it stops"

@@ -15,7 +15,9 @@ and activation links expire under its feet. Every operation is mirrored in
 * after every step, every (user, right, company) whose reference answer changed is
   re-asked through ``Decisions.decide``, and one rotating ``actions``, ``resources``
   and ``subjects`` search is compared; all through one long-lived ``Decisions``, so
-  its answer cache is exercised across writes, end dates and its 5-minute max age;
+  its answer cache is exercised across writes, end dates and its 5-minute max age; each
+  decision is asked of a second ``Decisions`` too, with its own cache, sharing the facts
+  both read (two workers of one server, ``authz.shared_facts``);
 * at the end of every example (teardown), EVERY (user, right, company) of the pools,
   with an unknown right and an unknown company, is compared through ``decide``, and
   every search (``actions``, ``resources``, ``subjects``: each with a fresh cache,
@@ -54,6 +56,7 @@ from hypothesis.stateful import (
 from authz.decisions import Decisions
 from authz.engine import Engine
 from authz.errors import AuthzError, Conflict, Forbidden, Gone, InvalidInput, NotFound
+from authz.shared_facts import SharedFacts
 from authz.store import Database
 from authz.tables import data_version, metadata
 from authz.usecases import Management
@@ -114,7 +117,13 @@ class DelegationGraph(RuleBasedStateMachine):
         self.db, self._close = open_database()
         self.clock = Clock()
         self.management = Management(self.db, lambda: ENGINE, clock=self.clock)
-        self.decisions = Decisions(self.db, lambda: ENGINE, clock=self.clock)
+        # Two workers of one server: each its own answer cache, both sharing the facts they
+        # read (``authz.shared_facts``). Every decision is asked of both, in turns first, so
+        # each meets facts the other read before a change as well as after it.
+        self._shared_folder = tempfile.mkdtemp(prefix="authz-property-facts-")
+        shared = SharedFacts(f"{self._shared_folder}/facts.sqlite3")
+        self.decisions = Decisions(self.db, lambda: ENGINE, clock=self.clock, shared=shared)
+        self.other_worker = Decisions(self.db, lambda: ENGINE, clock=self.clock, shared=shared)
         self.ref = Reference()
         self.verified: dict[tuple[str, str, str], bool] = {}  # reference answers already checked
         self.steps = 0
@@ -179,13 +188,15 @@ class DelegationGraph(RuleBasedStateMachine):
     def _check_decision(self, user, right, company):
         now = self.clock()
         want = self.ref.holds(user, right, company, now)
-        got = self.decisions.decide(user, right, company)
-        if got.allowed != want:
-            explanation = self.decisions.explain(user, right, company)
-            raise AssertionError(
-                f"decide({user!r}, {right!r}, {company!r}) at {now.isoformat()}: service "
-                f"{got.allowed} ({got.reason}), reference {want}; explain: {explanation}"
-            )
+        workers = (self.decisions, self.other_worker)
+        for worker in workers if self.steps % 2 else reversed(workers):
+            got = worker.decide(user, right, company)
+            if got.allowed != want:
+                explanation = worker.explain(user, right, company)
+                raise AssertionError(
+                    f"decide({user!r}, {right!r}, {company!r}) at {now.isoformat()}: service "
+                    f"{got.allowed} ({got.reason}), reference {want}; explain: {explanation}"
+                )
 
     # ---- companies and admins ----------------------------------------------------
 
@@ -566,6 +577,7 @@ class DelegationGraph(RuleBasedStateMachine):
                 self.check_everything()
         finally:
             self._close()
+            shutil.rmtree(self._shared_folder, ignore_errors=True)
 
 
 # ---- databases -------------------------------------------------------------------

@@ -133,3 +133,74 @@ def test_a_change_forgets_exactly_the_answers_it_names_whatever_was_kept_or_evic
     # Its indexes hold exactly the answers kept, so the next change finds them all.
     assert {key for keys in cache._by_user.values() for key in keys} == set(cache._answers.entries)
     assert {key for keys in cache._by_company.values() for key in keys} == set(cache._answers.entries)
+
+
+# ---- facts read by another worker (``fresh``) -------------------------------------------
+
+
+def test_facts_read_elsewhere_hold_until_a_change_names_their_user_or_company():
+    cache = AnswerCache()
+    cache.sync(("policy", 1))
+    assert cache.fresh(("ana", "c1"), 1)
+    cache.sync(("policy", 3), lambda old, new: frozenset({"user:ana"}))
+    assert not cache.fresh(("ana", "c1"), 1)  # ana changed at 2 or 3: facts read at 1 may be wrong
+    assert cache.fresh(("ben", "c1"), 1)
+    assert cache.fresh(("ana", "c1"), 3)  # read after the change
+    cache.sync(("policy", 4), lambda old, new: frozenset({"company:c1"}))
+    assert not cache.fresh(("ben", "c1"), 3)
+    assert cache.fresh(("ben", "c2"), 1)
+
+
+def test_facts_read_before_this_cache_knows_the_changes_or_after_its_version_are_refused():
+    cache = AnswerCache()
+    assert not cache.fresh(("ana", "c1"), 1)  # a cache that never synced knows nothing
+    cache.sync(("policy", 5))
+    assert not cache.fresh(("ana", "c1"), 4)  # changes between 4 and 5 were never seen here
+    assert not cache.fresh(("ana", "c1"), 6)  # read at a version this cache has not reached
+    assert not cache.fresh(("ana", "c1"), "5")
+    assert cache.fresh(("ana", "c1"), 5)
+
+
+def test_an_unknown_change_a_new_policy_or_a_version_that_went_back_refuses_facts_read_before():
+    for generation, changes in ((("policy", 7), None), (("policy", 7), frozenset({"*"})),
+                                (("another policy", 7), frozenset()), (("policy", 2), frozenset())):
+        cache = AnswerCache()
+        cache.sync(("policy", 5))
+        cache.sync(generation, lambda old, new, changes=changes: changes)
+        assert not cache.fresh(("ana", "c1"), 5)
+        assert cache.fresh(("ana", "c1"), generation[1])
+
+
+def test_too_many_changed_scopes_to_remember_refuses_facts_read_before(monkeypatch):
+    monkeypatch.setattr("authz.answers.CHANGES_REMEMBERED", 2)
+    cache = AnswerCache()
+    cache.sync(("policy", 1))
+    cache.sync(("policy", 2), lambda old, new: frozenset({"user:a", "user:b", "user:c"}))
+    assert not cache.fresh(("ben", "c1"), 1)  # ben was not named, but the names were not kept
+    assert cache.fresh(("ben", "c1"), 2)
+
+
+SCOPES = ["user:ana", "user:ben", "company:c1", "company:c2", "keys", "*"]
+
+
+@given(log=st.lists(st.sets(st.sampled_from(SCOPES), max_size=2), min_size=1, max_size=12),
+       moves=st.lists(st.tuples(st.integers(0, 12), st.booleans(), st.booleans()), min_size=1, max_size=12),
+       tag=st.integers(0, 12), user=st.sampled_from(["ana", "ben", "cleo"]),
+       company=st.sampled_from(["c1", "c2", "c3"]))
+def test_facts_judged_fresh_were_named_by_no_change_since_they_were_read(log, moves, tag, user, company):
+    # ``log[v - 1]``: the scopes data version v changed. The cache moves to versions in any
+    # order, now and then under another policy or without knowing what changed.
+    def changed(old, new):
+        return frozenset().union(*log[old:new])
+
+    cache = AnswerCache()
+    for target, policy_changes, history_lost in moves:
+        version = min(target, len(log))
+        cache.sync(("another policy" if policy_changes else "policy", version),
+                   (lambda old, new: None) if history_lost else changed)
+    at = cache._generation[1]
+    if cache.fresh((user, company), tag):
+        assert tag <= at
+        since = frozenset().union(*log[tag:at])
+        assert not since & {f"user:{user}", f"company:{company}", "*"}, (tag, at, since)
+    assert cache.fresh((user, company), at)  # facts read at the version the cache is at always hold
