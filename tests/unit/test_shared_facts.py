@@ -15,10 +15,14 @@ COMPANY = "10000000000016"
 
 
 def facts(email: str = ANA) -> tuple:
+    """Facts with every field of every type set, each to a value of its own."""
     delegation = model.Delegation("d1", COMPANY, "max@firm.example", "20000000000015", "active",
-                                  frozenset({"declarations"}), 2_000_000_000.0)
-    return (model.User(email, 5.0, collaborates=frozenset({"20000000000015"})),
-            model.Company(COMPANY, delegations=(delegation,)), True, ())
+                                  frozenset({"declarations", "compte"}), 2_000_000_000.0)
+    grant = model.Grant("g1", "20000000000015", email, COMPANY, "active", frozenset({"declarations"}), None)
+    pending = model.Delegation("d2", COMPANY, email, None, "pending", frozenset({"compte"}), 1_900_000_000.5)
+    user = model.User(email, 5.0, admin_of=frozenset({"30000000000014"}), manages=frozenset({"40000000000013"}),
+                      collaborates=frozenset({"20000000000015"}))
+    return user, model.Company(COMPANY, delegations=(delegation,), grants=(grant,)), True, (pending,)
 
 
 @pytest.fixture
@@ -76,7 +80,7 @@ def test_a_folder_that_is_gone_is_a_miss(tmp_path):
     assert shared.get(ANA, COMPANY, now=0.0) is None
 
 
-def test_a_row_that_does_not_unpickle_is_a_miss_and_the_next_put_mends_it(shared):
+def test_a_row_that_cannot_be_read_back_is_a_miss_and_the_next_put_mends_it(shared):
     shared.put(ANA, COMPANY, 1, 100.0, facts())
     connection = shared._connection()
     connection.execute("UPDATE facts SET facts = x'00'")
