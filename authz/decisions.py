@@ -105,7 +105,9 @@ class Decisions:
                 found[pair] = entry
         if not missing:
             return found
-        facts = reading.tx().decision_facts(missing, now, search)
+        # A search's facts are read in its transaction, with its candidates (one snapshot on
+        # SQLite); a decision's in a statement of their own (``Database.decision_facts``).
+        facts = reading.tx().decision_facts(missing, now, search) if search else self.db.decision_facts(missing, now)
         for email, siret in missing:
             user, company, registered, pending = facts.of(email, siret)
             entry = found[(email, siret)] = Entry(user, company, horizon(company, now, self.cache.max_age),

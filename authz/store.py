@@ -8,12 +8,10 @@ ends normally and rolls back otherwise. Rows come back as records or policy fact
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import threading
 import time
 from collections import namedtuple
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +55,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from authz import answers, model
 from authz.errors import Conflict, StoreUnavailable
+from authz.own_connections import OwnConnections
 from authz.tables import (
     api_keys,
     audit_log,
@@ -291,6 +290,17 @@ class _DriverQuery:
         return held
 
     def rows(self, conn: Connection, **lists: list[str]) -> list:
+        """The rows, read on the driver connection of a SQLAlchemy ``Connection``."""
+        driver: Any = conn.connection.driver_connection
+        try:
+            return self.fetch(driver, **lists)
+        except self._dialect.loaded_dbapi.Error as exc:
+            if self._dialect.is_disconnect(exc, driver, None):
+                conn.invalidate(exc)
+            raise StoreUnavailable("the database is unavailable") from exc
+
+    def fetch(self, driver: Any, **lists: list[str]) -> list:
+        """The rows, read on a driver connection; a driver error is raised as it comes."""
         sql, fixed, slots, order = self._text(lists)
         values = dict(fixed)
         for name, keys in lists.items():
@@ -300,20 +310,13 @@ class _DriverQuery:
             elif slot is not None:
                 values.update(zip(slot, keys, strict=True))
         args = values if order is None else [values[param] for param in order]
-        driver: Any = conn.connection.driver_connection
-        cursor = None
+        cursor = driver.cursor()
         try:
-            cursor = driver.cursor()
             cursor.execute(sql, args)
             found = cursor.fetchall()
-        except self._dialect.loaded_dbapi.Error as exc:
-            if self._dialect.is_disconnect(exc, driver, cursor):
-                conn.invalidate(exc)
-            raise StoreUnavailable("the database is unavailable") from exc
         finally:
-            if cursor is not None:
-                with suppress(Exception):  # the connection may be gone already
-                    cursor.close()
+            with suppress(Exception):  # the connection may be gone already
+                cursor.close()
         make = self._row._make
         rows = [make(row) for row in found]
         for index, processor in self._convert:
@@ -423,7 +426,7 @@ class Database:
         # An in-memory SQLite database lives in its pool's one connection, which must stay there.
         in_memory = self.is_sqlite and (not parsed.database or parsed.database == ":memory:"
                                         or "memory" in parsed.render_as_string())
-        self._versions = None if in_memory else _VersionReader(self.reader, self._version_sql)
+        self._own = None if in_memory else OwnConnections(self.reader)
         self._lease: tuple[float, int | None] | None = None  # (lease_clock() when the read was sent, version)
 
     def create_schema(self) -> None:
@@ -485,7 +488,7 @@ class Database:
     def data_version(self) -> int | None:
         """The current data version (None if its row is missing), as ``Tx.data_version``,
         read at most once per lease (see ``VERSION_LEASE_SECONDS``). Every request asks for
-        it; it is read with ``_VersionReader`` (on a pooled connection for an in-memory
+        it; it is read with ``OwnConnections`` (on a pooled connection for an in-memory
         SQLite database). Failures are those of
         ``transaction``: ``StoreUnavailable``, never a version read from nowhere, and a
         failed read leaves no lease."""
@@ -502,9 +505,36 @@ class Database:
         self._lease = None
 
     def _read_version(self) -> int | None:
-        if self._versions is not None:
-            return self._versions.read()
+        if self._own is not None:
+            return self._own.run(self._version_on)
         return self._pooled_version()
+
+    def _version_on(self, driver: Any) -> int | None:
+        cursor = driver.cursor()
+        try:
+            cursor.execute(self._version_sql)
+            row = cursor.fetchone()
+        finally:
+            with suppress(Exception):  # the connection may be gone already
+                cursor.close()
+        return None if row is None else row[0]
+
+    def decision_facts(self, pairs: Iterable[tuple[str, str]], now: float, search: bool = False) -> DecisionFacts:
+        """``Tx.decision_facts`` in a statement of its own, on a connection of the process's
+        own (``OwnConnections``: on a pooled one for an in-memory SQLite database). One made
+        before that the database closed since is replaced, and the read made again on it
+        once; any other failure fails closed (``StoreUnavailable``)."""
+        own = self._own
+        if own is None:
+            with self.reading() as tx:
+                return tx.decision_facts(pairs, now, search)
+        dialect = self.reader.dialect
+
+        def rows(query: _DriverQuery, **lists: list[str]) -> list:
+            return own.run(lambda driver: query.fetch(driver, **lists),
+                           again=lambda exc, driver: dialect.is_disconnect(exc, driver, None))  # type: ignore[arg-type]
+
+        return _decision_facts(pairs, now, search, self.is_sqlite, dialect, rows)
 
     def _pooled_version(self) -> int | None:
         """The data version of an in-memory SQLite database, read on its pool's one driver
@@ -560,78 +590,10 @@ class Database:
             return False
 
     def dispose(self) -> None:
-        if self._versions is not None:
-            self._versions.close()
+        if self._own is not None:
+            self._own.close()
         self.engine.dispose()
         self.reader.dispose()
-
-
-class _VersionReader:
-    """The data version read on one driver connection of the process's own, outside the
-    pool, that threads take in turn.
-
-    A busy worker reads the version once per lease (``VERSION_LEASE_SECONDS``), so the
-    read skips the pool as well as SQLAlchemy's Connection: checking a connection out and
-    back in cost more than the query. Measured before the lease, with a read per request,
-    on PostgreSQL at national size: a cached decision cost 279-291 µs of CPU in process
-    this way, against 324-332 µs through the pool; under the benchmark's HTTP stream (two
-    workers), 2,498-2,564 requests/s against 2,435-2,483, in turns with the pool's read.
-    On SQLite (national, in process, 2026-11-29), a read right after a cached decision
-    took 22 µs this way and 47 µs through the pool, and after 5 ms asleep 126 µs against
-    285 µs (medians of 600 reads each).
-
-    The connection is made by the reading pool and detached from it, so it is made as the
-    pool's are (settings, autocommit). If it fails, it is dropped; if it had served
-    before (the database restarted, or closed it while idle), the read is made once more
-    on a new one, as a pool's ping would. A read is never answered from nowhere: a failure
-    raises ``StoreUnavailable``. After a fork, the child makes its own connection and
-    leaves the parent's alone.
-    """
-
-    def __init__(self, engine: SAEngine, sql: str):
-        self._engine = engine
-        self._sql = sql
-        self._error = engine.dialect.loaded_dbapi.Error
-        self._lock = threading.Lock()
-        self._held: tuple[int, Any] | None = None  # (pid of the process that made it, connection)
-
-    def read(self) -> int | None:
-        with self._lock:
-            for _ in range(2):
-                connection, fresh = self._connection()
-                try:
-                    cursor = connection.cursor()
-                    cursor.execute(self._sql)
-                    row = cursor.fetchone()
-                    cursor.close()
-                    return None if row is None else row[0]
-                except self._error as exc:
-                    self._drop()
-                    if fresh:
-                        raise StoreUnavailable("the database is unavailable") from exc
-            raise AssertionError("unreachable: the second try runs on a fresh connection")
-
-    def _connection(self) -> tuple[Any, bool]:
-        if self._held is not None and self._held[0] == os.getpid():
-            return self._held[1], False
-        try:
-            pooled = self._engine.raw_connection()
-        except (self._error, SQLAlchemyError) as exc:
-            raise StoreUnavailable("the database is unavailable") from exc
-        connection = pooled.dbapi_connection
-        pooled.detach()
-        self._held = (os.getpid(), connection)
-        return connection, True
-
-    def _drop(self) -> None:
-        held, self._held = self._held, None
-        if held is not None and held[0] == os.getpid():
-            with suppress(Exception):  # it may be gone already
-                held[1].close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
 
 
 # A pooled connection idle this long is pinged before use (after a database restart,
@@ -685,6 +647,49 @@ def _in_list(values: Iterable[str]) -> list[str]:
     return sorted(set(values))
 
 
+def _decision_facts(pairs: Iterable[tuple[str, str]], now: float, search: bool, is_sqlite: bool, dialect,
+                    rows: Callable[..., list]) -> DecisionFacts:
+    """``Tx.decision_facts``, its statement's rows read by ``rows(query, emails=..., sirets=...)``."""
+    wanted = set(pairs)
+    emails = _in_list(email for email, _ in wanted)
+    sirets = _in_list(siret for _, siret in wanted)
+    roles: dict[str, dict[str, set[str]]] = {
+        email: {"admin": set(), "manager": set(), "collaborator": set()} for email in emails
+    }
+    links: dict[str, tuple[list, list]] = {siret: ([], []) for siret in sirets}
+    registered: set[str] = set(sirets) if search else set()
+    pending: dict[tuple[str, str], list[model.Delegation]] = {}
+    if wanted:
+        query = _batch_for(is_sqlite, emails, sirets).on_driver("search_facts" if search else "decision_facts",
+                                                                 dialect)
+        for row in rows(query, emails=emails, sirets=sirets):
+            if row.kind == "delegation":
+                links[row.company_siret][0].append(delegation_fact(row))
+            elif row.kind == "pending":
+                if (row.manager_email, row.company_siret) in wanted:
+                    pending.setdefault((row.manager_email, row.company_siret), []).append(delegation_fact(row))
+            elif row.kind == "grant":
+                links[row.company_siret][1].append(grant_fact(row))
+            elif row.kind == "company":
+                registered.add(row.company_siret)
+            else:
+                roles[row.user_email][row.kind].add(row.company_siret if row.kind == "admin" else row.firm_siret)
+    users = {
+        email: model.User(email=email, now=now, admin_of=frozenset(found["admin"]),
+                          manages=frozenset(found["manager"]), collaborates=frozenset(found["collaborator"]))
+        for email, found in roles.items()
+    }
+    return DecisionFacts(users, _companies(links), frozenset(registered),
+                         {pair: tuple(sorted(found, key=lambda d: d.id)) for pair, found in pending.items()})
+
+
+def _batch_for(is_sqlite: bool, *lists: list[str]) -> _Batch:
+    """The form of the batch statements for these lists of keys (see ``_Batch``)."""
+    if max(map(len, lists)) <= _FEW:
+        return _IN_LISTS
+    return _JSON if is_sqlite else _ARRAYS
+
+
 @dataclass(frozen=True)
 class DecisionFacts:
     """What ``Tx.decision_facts`` read for some (e-mail, SIRET) pairs."""
@@ -721,10 +726,7 @@ class Tx:
             self.scopes.add(answers.USER + user)
 
     def _batch(self, *lists: list[str]) -> _Batch:
-        """The form of the batch statements for these lists of keys (see ``_Batch``)."""
-        if max(map(len, lists)) <= _FEW:
-            return _IN_LISTS
-        return _JSON if self.is_sqlite else _ARRAYS
+        return _batch_for(self.is_sqlite, *lists)
 
     def _lock(self, stmt):
         # SQLite serialises writers with BEGIN IMMEDIATE; PostgreSQL needs row locks.
@@ -856,37 +858,8 @@ class Tx:
         ``search``: the pairs are a search's candidates, one user's companies read from its
         link rows; each company is registered, and that is not read again (see
         ``_Batch.search_facts``)."""
-        wanted = set(pairs)
-        emails = _in_list(email for email, _ in wanted)
-        sirets = _in_list(siret for _, siret in wanted)
-        roles: dict[str, dict[str, set[str]]] = {
-            email: {"admin": set(), "manager": set(), "collaborator": set()} for email in emails
-        }
-        links: dict[str, tuple[list, list]] = {siret: ([], []) for siret in sirets}
-        registered: set[str] = set(sirets) if search else set()
-        pending: dict[tuple[str, str], list[model.Delegation]] = {}
-        if wanted:
-            query = self._batch(emails, sirets).on_driver("search_facts" if search else "decision_facts",
-                                                          self.conn.dialect)
-            for row in query.rows(self.conn, emails=emails, sirets=sirets):
-                if row.kind == "delegation":
-                    links[row.company_siret][0].append(delegation_fact(row))
-                elif row.kind == "pending":
-                    if (row.manager_email, row.company_siret) in wanted:
-                        pending.setdefault((row.manager_email, row.company_siret), []).append(delegation_fact(row))
-                elif row.kind == "grant":
-                    links[row.company_siret][1].append(grant_fact(row))
-                elif row.kind == "company":
-                    registered.add(row.company_siret)
-                else:
-                    roles[row.user_email][row.kind].add(row.company_siret if row.kind == "admin" else row.firm_siret)
-        users = {
-            email: model.User(email=email, now=now, admin_of=frozenset(found["admin"]),
-                              manages=frozenset(found["manager"]), collaborates=frozenset(found["collaborator"]))
-            for email, found in roles.items()
-        }
-        return DecisionFacts(users, _companies(links), frozenset(registered),
-                             {pair: tuple(sorted(found, key=lambda d: d.id)) for pair, found in pending.items()})
+        return _decision_facts(pairs, now, search, self.is_sqlite, self.conn.dialect,
+                               lambda query, **lists: query.rows(self.conn, **lists))
 
     def insert_company(self, siret: str, name: str, now: datetime) -> None:
         self._touched(company=siret)

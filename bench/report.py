@@ -12,7 +12,8 @@ TARGET_BACKEND = "postgres"
 # warm), against a server started as section 1 starts it, old and new code alternating.
 CPU_SHARE = ("Throughput against the floor (0.7 asked): section 1's round-by-round table gives each round's CPU "
              "per request; the service's ratio follows its workers' cache hits, because the stream is long-tailed "
-             "and each worker's cache is its own (a pair that went to the other worker is a miss). In process, a "
+             "and each worker's cache is its own (until 69ef44c, a pair that went to the other worker was a miss: "
+             "see `SHARED_FACTS`). In process, a "
              "miss cost 143-177 us of the worker's CPU and 250-301 us of wall time on PostgreSQL; a hit, about 9 "
              'us. With the caches warm (40 s of the stream first, two workers, PostgreSQL, 2026-11-28), in turns: '
              '3,685-4,064 req/s at 16221c7 against 3,409-3,530 at f33c3a0 (worker CPU 394-427 us per request '
@@ -104,6 +105,25 @@ FAST_PATH = ("Since bb6cd60, `service/fastpath.py` answers a plain `POST /access
              "side the driver's work. In process (PostgreSQL national, 2,000 pairs after 6,000 others, "
              "2026-11-29), a miss took 750-840 us of CPU against 100-150 us for a hit; on SQLite 566 us "
              "against 104 us.")
+# Measured in process apart from this benchmark, and in a PostgreSQL-only run of it (--output elsewhere).
+SHARED_FACTS = ("Since 69ef44c, the workers of one `authz serve` share the facts they read "
+                "(`authz/shared_facts.py`): a worker meeting a (user, company) for the first time takes the facts "
+                "another worker read, from a SQLite file the server makes at start, if its own answer cache has "
+                "seen every change since the data version those facts were read after and none named the user or "
+                "the company (`AnswerCache.fresh`); otherwise it reads the database. Before, a pair that both "
+                "workers met was read twice. In process (PostgreSQL national, 3,000 pairs, two apps sharing a "
+                "file, 2026-11-29), a worker spent 252-330 us of CPU on a pair from the other's facts (two runs; "
+                "422 us before 728a189, when the facts were pickled rather than written as tuples by `marshal`), "
+                "against 728-895 us to read "
+                "them from the database and 96-107 us on a hit of its own cache. A PostgreSQL-only run of this "
+                "benchmark with that code (2026-11-29 11:37 UTC) gave rounds of 0.58, 0.75 and 0.80 of the floor "
+                "(median 0.75), with 7.5%, 12.2% and 7.9% of the questions answered from shared facts and 6,258, "
+                "1,450 and 295 reads of the database, against 9,561, 5,450 and 3,806 reads in the first run of "
+                "bb6cd60. The first round stays lowest: a quarter of its questions are pairs that no worker has "
+                "met yet. Since then a decision's facts are also read on connections the process keeps for "
+                "itself, outside SQLAlchemy's pool, as the data version already was (`authz/own_connections.py`): "
+                "checking a pooled connection out and back in was 12% of the CPU of a decision that read the "
+                "database (cProfile, same setting).")
 # Measured apart from this benchmark, which has no switch for the decision log.
 LOG_COST = ("The decisions of a call are one log record, written one line each (88b145c): a record costs "
             "about 26 us through `logging` on this machine, and one record per item had been more than half "
@@ -535,6 +555,7 @@ def render(r: dict) -> str:
       "garbage collector's passes (`gc.freeze`), which otherwise walked it again and again while the "
       "search built its 13,937 entries.")
     w("- " + FAST_PATH)
+    w("- " + SHARED_FACTS)
     w("- " + CPU_SHARE + " " + ALL_CACHED)
     w("- " + REQUEST_PATH)
     w("- " + PAGE_READS)

@@ -207,9 +207,9 @@ def test_a_batch_answers_every_item_as_a_single_evaluation_would(app, api, story
     asked += [question(MANAGER, "compte", unknown_company), question(COLLAB, "no-such-right", DUPONT),
               {**question(ADMIN, "compte", DUPONT), "subject": {"type": "group", "id": ADMIN}}]
     asked += asked[::7]
-    cache.sync(("a fresh cache",))
+    cache.sync(("a fresh cache", None))
     together = _evaluations(api, {"evaluations": asked})
-    cache.sync(("another fresh cache",))
+    cache.sync(("another fresh cache", None))
     assert [_decision(api, body) for body in asked] == together
 
 

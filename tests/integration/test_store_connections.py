@@ -2,10 +2,14 @@
 before use and replaced transparently; one used a moment ago is not pinged, so its
 death fails one read (``StoreUnavailable``, never an answer), and the pool then drops
 every connection made before, so the next read succeeds. The data version read that
-every request makes, on a connection of its own, is made again once on a new connection
-when its connection died, and fails closed when no connection can be made."""
+every request makes, and the facts a decision reads, on connections of the process's
+own, are made again once on a new connection when theirs died, and fail closed when no
+connection can be made."""
 
 from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -124,3 +128,92 @@ def test_the_version_read_fails_closed_when_a_new_connection_cannot_read_it(post
                 database.data_version()
         finally:
             database.dispose()
+
+
+# ---- a decision's facts, read on the process's own connections (``OwnConnections``) ----------
+
+PAIR = ("ana@example.org", "10000000000016")
+
+
+def _facts_backends(admin: Database) -> set[int]:
+    """The backends whose last statement was a decision's facts."""
+    with admin.reading() as tx:
+        rows = tx.conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND query LIKE '%%AS kind%%'"
+        )
+        return {row[0] for row in rows}
+
+
+def test_a_decisions_facts_read_on_its_connection_killed_just_after_use_is_made_again_on_a_new_one(pooled):
+    database, admin = pooled
+    assert database.decision_facts([PAIR], 0.0).registered == frozenset()
+    killed = _facts_backends(admin)
+    assert killed  # the facts were read on a connection of the process's own
+    for pid in killed:
+        _terminate(admin, pid)
+
+    assert database.decision_facts([PAIR], 0.0).registered == frozenset()  # no failed read
+    assert _facts_backends(admin) - killed
+
+
+def test_a_decisions_facts_read_fails_closed_when_no_new_connection_can_be_made(pooled, monkeypatch):
+    database, admin = pooled
+    database.decision_facts([PAIR], 0.0)
+    for pid in _facts_backends(admin):
+        _terminate(admin, pid)
+
+    def unreachable():
+        raise OperationalError("connect", {}, Exception("connection refused"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(database.reader, "raw_connection", unreachable)
+        with pytest.raises(StoreUnavailable):
+            database.decision_facts([PAIR], 0.0)
+    assert database.decision_facts([PAIR], 0.0).registered == frozenset()
+
+
+def test_a_statement_that_fails_on_a_live_connection_fails_closed_without_a_second_try(pooled, monkeypatch):
+    database, _ = pooled
+    database.decision_facts([PAIR], 0.0)
+    sent = []
+
+    def failing(self, driver, **lists):
+        sent.append(lists)
+        driver.execute("SELECT 1 / 0")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store._DriverQuery, "fetch", failing)
+        with pytest.raises(StoreUnavailable):
+            database.decision_facts([PAIR], 0.0)
+    assert len(sent) == 1  # not a lost connection: the same statement would fail again
+    assert database.decision_facts([PAIR], 0.0).registered == frozenset()
+
+
+def test_threads_read_facts_at_once_and_the_process_keeps_a_few_connections(pooled):
+    database, _ = pooled
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(lambda n: database.decision_facts([(f"user{n}@example.org", PAIR[1])], 0.0).users,
+                              range(200)))
+    assert [set(users) for users in found] == [{f"user{n}@example.org"} for n in range(200)]
+    assert 1 <= len(database._own._free) <= 4
+
+
+def _read_in_a_child(database: Database, queue) -> None:
+    queue.put(sorted(database.decision_facts([PAIR], 0.0).users))
+
+
+def test_a_forked_process_reads_facts_on_its_own_connections_and_leaves_its_parents_alone(pooled):
+    database, _ = pooled
+    database.decision_facts([PAIR], 0.0)  # the parent's connection, made before the fork
+    ((_, connection),) = database._own._free
+    backend = connection.info.backend_pid
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_a_child, args=(database, queue))
+    child.start()
+    assert queue.get(timeout=30) == [PAIR[0]]
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert database.decision_facts([PAIR], 0.0).registered == frozenset()
+    assert [held.info.backend_pid for _, held in database._own._free] == [backend]  # the same, still serving

@@ -17,7 +17,7 @@ from authz.audit import Context
 from authz.decisions import Decisions
 from authz.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from authz.model import LinkStatus
-from authz.store import Tx
+from authz.store import Database
 from authz.tables import data_changes, data_version, metadata, utcnow
 from authz.usecases import Management
 from tests.support import (
@@ -661,10 +661,11 @@ def test_decide_denies_a_management_action_asked_as_a_right(management, decision
 
 
 def _facts_read(monkeypatch) -> list:
-    """The pairs whose facts each ``Tx.decision_facts`` call reads, from now on."""
+    """The pairs whose facts each ``Database.decision_facts`` call (a decision's read) reads, from now on."""
     reads: list = []
-    real = Tx.decision_facts
-    monkeypatch.setattr(Tx, "decision_facts", lambda tx, pairs, *rest: reads.append(sorted(pairs)) or real(tx, pairs, *rest))
+    real = Database.decision_facts
+    monkeypatch.setattr(Database, "decision_facts",
+                        lambda db, pairs, *rest: reads.append(sorted(pairs)) or real(db, pairs, *rest))
     return reads
 
 
