@@ -116,11 +116,13 @@ SHARED_FACTS = ("Since 69ef44c, the workers of one `authz serve` share the facts
                 "422 us before 728a189, when the facts were pickled rather than written as tuples by `marshal`), "
                 "against 728-895 us to read "
                 "them from the database and 96-107 us on a hit of its own cache. A PostgreSQL-only run of this "
-                "benchmark with that code (2026-11-29 11:37 UTC) gave rounds of 0.58, 0.75 and 0.80 of the floor "
-                "(median 0.75), with 7.5%, 12.2% and 7.9% of the questions answered from shared facts and 6,258, "
+                "benchmark with the code of 69ef44c (2026-11-29 11:37 UTC) gave rounds of 0.58, 0.75, 0.80 of the "
+                "floor (median 0.75), with 7.5%, 12.2% and 7.9% of the questions answered from shared facts and 6,258, "
                 "1,450 and 295 reads of the database, against 9,561, 5,450 and 3,806 reads in the first run of "
                 "bb6cd60. The first round stays lowest: a quarter of its questions are pairs that no worker has "
-                "met yet. Since then a decision's facts are also read on connections the process keeps for "
+                "met yet. The full run of ff8a9db (12:22 UTC, the tables above) gave 0.57, 0.77 and 0.84 on "
+                "PostgreSQL (median 0.76) and 0.68, 0.91 and 0.93 on SQLite (0.89). Since ff8a9db, a decision's "
+                "facts are also read on connections the process keeps for "
                 "itself, outside SQLAlchemy's pool, as the data version already was (`authz/own_connections.py`): "
                 "checking a pooled connection out and back in was 12% of the CPU of a decision that read the "
                 "database (cProfile, same setting).")
@@ -514,7 +516,10 @@ def render(r: dict) -> str:
       "newest schema revision. PostgreSQL is VACUUMed and ANALYZEd after a load, as autovacuum would "
       "soon do (the visibility map lets index-only scans skip the table).")
     w("")
-    w("## Where the time goes, why the missed targets are missed, and what would close the gap")
+    if any("**missed" in line for line in out):  # the targets table of this run
+        w("## Where the time goes, why the missed targets are missed, and what would close the gap")
+    else:
+        w("## Where the time goes, and what each target took")
     w("")
     w("- Cold decisions: the policy is asked once per shape of facts and right (`Engine.answer`, keyed by "
       "`impact_shapes.question` when `authz/policy_reading.py` reads the policy as blind to identifier order "
@@ -522,7 +527,8 @@ def render(r: dict) -> str:
       "evaluations, counted in process outside this benchmark (964 with the finer shapes of "
       "`authz/shapes.py`, which keep the identifiers' order and "
       "every scope). What is left is loading the facts of each new (user, company), in one statement "
-      "run on the driver's cursor (`Tx.decision_facts`: the user's roles, the company's links to them, "
+      "run on the driver's cursor of a connection the process keeps for itself since ff8a9db "
+      "(`Database.decision_facts`: the user's roles, the company's links to them, "
       "whether it is registered and its pending designations to that e-mail, which a denial's reason "
       "names), after the data version: two round trips on PostgreSQL, most of its cold figure (section 4 "
       "gives up the version's lease before each cold question, as a worker idle for 5 ms would). A pooled "
@@ -533,8 +539,9 @@ def render(r: dict) -> str:
       "read into the file cache before section 4 (see Notes), so those pages come from memory. " + MISS_COST)
     w("- A warm answer needs the data version, read at most once per 5 ms lease in each worker (that check "
       "is what makes every process see a write at once, see `VERSION_LEASE_SECONDS`; one statement outside "
-      "any transaction, SQLAlchemy's Connection skipped, on a connection each worker keeps for it outside "
-      "the pool (on SQLite since 8204ffb; before, on a pooled driver connection); the API key is remembered per "
+      "any transaction, SQLAlchemy's Connection skipped, on a connection each worker keeps outside "
+      "the pool (`authz/own_connections.py`; on SQLite since 8204ffb; before, on a pooled driver "
+      "connection); the API key is remembered per "
       "worker under that version; section 4's warm call comes right after the cold one, within the lease, "
       "so it makes no round trip at all). Then the body is validated with marshmallow (each worker "
       "remembers its loads of the users, rights and "
