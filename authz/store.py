@@ -521,9 +521,9 @@ class Database:
 
     def decision_facts(self, pairs: Iterable[tuple[str, str]], now: float, search: bool = False) -> DecisionFacts:
         """``Tx.decision_facts`` in a statement of its own, on a connection of the process's
-        own (``OwnConnections``: on a pooled one for an in-memory SQLite database). One made
-        before that the database closed since is replaced, and the read made again on it
-        once; any other failure fails closed (``StoreUnavailable``)."""
+        own (``OwnConnections``; on a pooled one for an in-memory SQLite database). If the
+        database closed that connection since its last read, the read is made again, once,
+        on a new one; any other failure fails closed (``StoreUnavailable``)."""
         own = self._own
         if own is None:
             with self.reading() as tx:
