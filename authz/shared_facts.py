@@ -95,12 +95,15 @@ class SharedFacts:
         return zlib.crc32(key) % self.slots, zlib.crc32(key, _SECOND) % self.slots
 
     def _slot_for(self, connection: sqlite3.Connection, email: str, siret: str) -> int:
-        """The row of the pair if it is kept, else an empty row, else the one whose facts end first."""
+        """The row of the pair if it is kept (never a second copy), else an empty row, else
+        the one whose facts end first."""
         first, second = self._slots(email, siret)
         held = {row[0]: row for row in connection.execute(_HELD, (first, second))}
+        for slot, row in held.items():
+            if row[1] == email and row[2] == siret:
+                return slot
         for slot in (first, second):
-            row = held.get(slot)
-            if row is None or (row[1] == email and row[2] == siret):
+            if slot not in held:
                 return slot
         return min((first, second), key=lambda slot: held[slot][3])
 

@@ -48,6 +48,17 @@ def test_a_pair_that_lands_in_a_taken_slot_replaces_the_other_never_answers_for_
     assert shared.get(BEN, COMPANY, now=0.0) == (1, 100.0, facts(BEN))
 
 
+def test_a_pair_kept_in_its_second_row_is_replaced_there_never_copied(shared):
+    first, second = shared._slots(ANA, COMPANY)
+    assert first != second
+    shared.put(ANA, COMPANY, 1, 100.0, facts())
+    shared._connection().execute("UPDATE facts SET slot = ? WHERE slot = ?", (second, first))  # its first row is free
+    shared.put(ANA, COMPANY, 2, 100.0, facts())
+    rows = shared._connection().execute("SELECT slot, version FROM facts WHERE email = ?", (ANA,)).fetchall()
+    assert rows == [(second, 2)]
+    assert shared.get(ANA, COMPANY, now=0.0)[0] == 2
+
+
 def _put_in_another_process(path: str) -> None:
     SharedFacts(path).put(BEN, COMPANY, 3, 100.0, facts(BEN))
 
