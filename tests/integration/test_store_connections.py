@@ -63,14 +63,18 @@ def test_a_connection_killed_just_after_use_fails_one_read_then_the_pool_recover
     assert _backend(database) != killed
 
 
-def _version_backends(admin: Database) -> set[int]:
-    """The backends whose last statement was the data version read (its own connection)."""
+def _backends_whose_last_statement_has(admin: Database, text: str) -> set[int]:
     with admin.reading() as tx:
         rows = tx.conn.exec_driver_sql(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND query LIKE '%%FROM data_version%%'"
+            " AND pid <> pg_backend_pid() AND strpos(query, %(text)s) > 0", {"text": text}
         )
         return {row[0] for row in rows}
+
+
+def _version_backends(admin: Database) -> set[int]:
+    """The backends whose last statement was the data version read (its own connection)."""
+    return _backends_whose_last_statement_has(admin, "FROM data_version")
 
 
 def test_the_version_read_on_its_connection_killed_just_after_use_is_made_again_on_a_new_one(pooled):
@@ -137,12 +141,7 @@ PAIR = ("ana@example.org", "10000000000016")
 
 def _facts_backends(admin: Database) -> set[int]:
     """The backends whose last statement was a decision's facts."""
-    with admin.reading() as tx:
-        rows = tx.conn.exec_driver_sql(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND query LIKE '%%AS kind%%'"
-        )
-        return {row[0] for row in rows}
+    return _backends_whose_last_statement_has(admin, "AS kind")
 
 
 def test_a_decisions_facts_read_on_its_connection_killed_just_after_use_is_made_again_on_a_new_one(pooled):
