@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -89,12 +90,11 @@ def test_the_version_read_on_its_connection_killed_just_after_use_is_made_again_
     assert _version_backends(admin) - killed
 
 
-def test_the_version_read_fails_closed_when_no_new_connection_can_be_made(pooled, monkeypatch):
-    database, admin = pooled
-    version = database.data_version()
-    killed = _version_backends(admin)
-    assert killed
-    for pid in killed:
+@contextmanager
+def _own_connection_lost(database: Database, admin: Database, backends: set[int], monkeypatch):
+    """The process's own connections on ``backends`` killed, and no new connection to be made
+    until the block ends."""
+    for pid in backends:
         _terminate(admin, pid)
 
     def unreachable():
@@ -102,6 +102,15 @@ def test_the_version_read_fails_closed_when_no_new_connection_can_be_made(pooled
 
     with monkeypatch.context() as patched:
         patched.setattr(database.reader, "raw_connection", unreachable)
+        yield
+
+
+def test_the_version_read_fails_closed_when_no_new_connection_can_be_made(pooled, monkeypatch):
+    database, admin = pooled
+    version = database.data_version()
+    killed = _version_backends(admin)
+    assert killed
+    with _own_connection_lost(database, admin, killed, monkeypatch):
         with pytest.raises(StoreUnavailable):
             database.data_version()  # never a version read from nowhere: the request fails closed
         with pytest.raises(StoreUnavailable):
@@ -159,16 +168,8 @@ def test_a_decisions_facts_read_on_its_connection_killed_just_after_use_is_made_
 def test_a_decisions_facts_read_fails_closed_when_no_new_connection_can_be_made(pooled, monkeypatch):
     database, admin = pooled
     database.decision_facts([PAIR], 0.0)
-    for pid in _facts_backends(admin):
-        _terminate(admin, pid)
-
-    def unreachable():
-        raise OperationalError("connect", {}, Exception("connection refused"))
-
-    with monkeypatch.context() as patched:
-        patched.setattr(database.reader, "raw_connection", unreachable)
-        with pytest.raises(StoreUnavailable):
-            database.decision_facts([PAIR], 0.0)
+    with _own_connection_lost(database, admin, _facts_backends(admin), monkeypatch), pytest.raises(StoreUnavailable):
+        database.decision_facts([PAIR], 0.0)
     assert database.decision_facts([PAIR], 0.0).registered == frozenset()
 
 
